@@ -1,0 +1,111 @@
+//! The admin listener: liveness and readiness for orchestrators. Never public.
+//!
+//! `/healthz` says the process is alive. `/readyz` says whether it should get
+//! traffic: the configuration is loaded, the public listener accepts, and
+//! every listed document can be served (fetched, or restored from the
+//! persisted cache). Its JSON body names whatever is not ready, and reports
+//! issuer-guard findings.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::state::Shared;
+
+/// Serves the admin endpoints until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+            });
+            let io = TokioIo::new(crate::idle::IdleTimeout::new(stream, Duration::from_secs(30)));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method_not_allowed"}));
+    }
+    match req.uri().path() {
+        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => {
+            let (ready, body) = readiness(shared);
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json_response(status, &body)
+        }
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+    }
+}
+
+/// Whether the proxy should receive traffic, and the details.
+pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
+    let snap = shared.snapshot();
+    let listening = shared.is_listening();
+    let mut not_ready = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut served = 0usize;
+    for doc in &snap.docs {
+        let issuer = &snap.issuers[doc.issuer].config;
+        let path = &doc.slot.key.path;
+        if let Some(msg) = doc.slot.mismatch() {
+            mismatches.push(json!({"issuer": issuer.name, "path": path.as_ref(), "strict": issuer.strict_issuer, "message": msg.as_str()}));
+        }
+        if doc.slot.entry().is_some() {
+            served += 1;
+        } else {
+            let why = match doc.slot.last_error() {
+                Some(e) => format!("not fetched yet: {e}"),
+                None => "not fetched yet".to_string(),
+            };
+            not_ready.push(json!({"issuer": issuer.name, "path": path.as_ref(), "reason": why}));
+        }
+    }
+    if !listening {
+        not_ready.push(json!({"reason": "public listener is not accepting"}));
+    }
+    let ready = not_ready.is_empty();
+    let body = json!({
+        "ready": ready,
+        "config": snap.config.source.display().to_string(),
+        "listening": listening,
+        "documents": {"total": snap.docs.len(), "servable": served},
+        "not_ready": not_ready,
+        "issuer_mismatch": mismatches,
+    });
+    (ready, body)
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,437 @@
+//! The document cache that outlives the issuer.
+//!
+//! Each served document has a [`Slot`]. A slot holds the last good document
+//! (an [`Entry`]) in an `ArcSwap`, so the hit path is one atomic load: no lock
+//! that a writer holds, no allocation. Everything that talks to the issuer
+//! goes through one async mutex per slot, which gives request coalescing for
+//! free: a request that waited for the mutex sees that an attempt finished
+//! while it waited and takes that attempt's result instead of making another.
+//!
+//! Freshness follows the issuer's `Cache-Control`, clamped to
+//! `[min_ttl, max_ttl]`. A document read in the last tenth of its lifetime is
+//! refreshed in the background (refresh-ahead); an expired one is served at
+//! once while one background refresh runs (stale-while-revalidate); when the
+//! issuer fails, the last good document is served for up to `max_stale`
+//! (stale-if-error). Failed attempts back off, so an outage never turns into
+//! a stream of requests to the issuer, and a document that does not exist is
+//! remembered for `negative_ttl`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::config::CacheConfig;
+use crate::document::{self, Facts};
+use crate::persist::{Persist, Record};
+use crate::routes::{DocKind, Expected};
+use crate::upstream::{FetchError, Freshness, Upstream};
+
+/// The freshness rules of one snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub max_stale: Duration,
+    pub negative_ttl: Duration,
+}
+
+impl From<&CacheConfig> for Policy {
+    fn from(c: &CacheConfig) -> Self {
+        Policy { min_ttl: c.min_ttl, max_ttl: c.max_ttl, max_stale: c.max_stale, negative_ttl: c.negative_ttl }
+    }
+}
+
+impl Policy {
+    /// How long a document the issuer described with `f` stays fresh.
+    pub fn ttl(&self, f: Freshness) -> Duration {
+        match f {
+            Freshness::MaxAge(d) => d.clamp(self.min_ttl, self.max_ttl),
+            Freshness::NoStore | Freshness::Unspecified => self.min_ttl,
+        }
+    }
+}
+
+/// Identifies a document across reloads: same issuer, same upstream, same path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlotKey {
+    pub issuer: Arc<str>,
+    pub upstream: Arc<str>,
+    pub path: Arc<str>,
+}
+
+/// Where a slot's document comes from and what it must look like. Rebuilt
+/// with every snapshot; slots outlive it.
+#[derive(Debug)]
+pub struct Source {
+    pub upstream: Arc<Upstream>,
+    pub kind: DocKind,
+    /// The issuer guard's expectation (discovery documents only).
+    pub expected: Option<Expected>,
+    pub strict_issuer: bool,
+    pub vault: bool,
+    pub policy: Policy,
+    pub persist: Option<Arc<Persist>>,
+}
+
+/// One good document, ready to serve.
+#[derive(Debug)]
+pub struct Entry {
+    pub body: Bytes,
+    /// Strong validator: a hash of the body.
+    pub etag: HeaderValue,
+    pub fetched: Instant,
+    pub fetched_wall: SystemTime,
+    pub ttl: Duration,
+    pub facts: Facts,
+}
+
+impl Entry {
+    fn new(body: Bytes, ttl: Duration, facts: Facts, fetched: Instant, fetched_wall: SystemTime) -> Entry {
+        let digest = Sha256::digest(&body);
+        let mut tag = String::with_capacity(34);
+        tag.push('"');
+        for b in &digest[..16] {
+            tag.push_str(&format!("{b:02x}"));
+        }
+        tag.push('"');
+        Entry {
+            etag: HeaderValue::from_str(&tag).expect("hex is a valid header value"),
+            body,
+            fetched,
+            fetched_wall,
+            ttl,
+            facts,
+        }
+    }
+
+    pub fn fresh_until(&self) -> Instant {
+        self.fetched + self.ttl
+    }
+}
+
+/// The last failed attempt of a slot.
+#[derive(Debug)]
+struct Failure {
+    error: FetchError,
+    /// No new attempt before this instant (backoff or negative caching).
+    retry_at: Instant,
+    consecutive: u32,
+}
+
+/// How a document was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Fresh from the cache.
+    Hit,
+    /// Fetched for this request (possibly by a coalesced peer).
+    Miss,
+    /// Past its freshness, served while a refresh runs or the issuer fails.
+    Stale,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        }
+    }
+}
+
+/// One cached document.
+#[derive(Debug)]
+pub struct Slot {
+    pub key: SlotKey,
+    entry: ArcSwapOption<Entry>,
+    failure: ArcSwapOption<Failure>,
+    /// Held by whoever talks to the issuer for this slot.
+    fetch: tokio::sync::Mutex<()>,
+    /// Completed attempts; lets coalesced waiters see that one finished.
+    attempts: AtomicU64,
+    refreshing: AtomicBool,
+    /// Issuer-guard finding of the last fetched discovery document.
+    mismatch: ArcSwapOption<String>,
+    /// For the log: only changes of state are logged.
+    failing: Mutex<Option<&'static str>>,
+}
+
+impl Slot {
+    pub fn new(key: SlotKey) -> Slot {
+        Slot {
+            key,
+            entry: ArcSwapOption::empty(),
+            failure: ArcSwapOption::empty(),
+            fetch: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            refreshing: AtomicBool::new(false),
+            mismatch: ArcSwapOption::empty(),
+            failing: Mutex::new(None),
+        }
+    }
+
+    /// The last good document, if any (however old).
+    pub fn entry(&self) -> Option<Arc<Entry>> {
+        self.entry.load_full()
+    }
+
+    /// The issuer guard's complaint about this document, if any.
+    pub fn mismatch(&self) -> Option<Arc<String>> {
+        self.mismatch.load_full()
+    }
+
+    /// The last error, while the slot is failing.
+    pub fn last_error(&self) -> Option<FetchError> {
+        self.failure.load().as_ref().map(|f| f.error.clone())
+    }
+
+    /// Serves the document: from the cache when possible, else from one
+    /// (coalesced) upstream attempt. `Err` carries the status to answer with.
+    pub async fn get(self: &Arc<Self>, src: &Arc<Source>) -> Result<(Arc<Entry>, CacheStatus), StatusCode> {
+        let now = Instant::now();
+        if let Some(entry) = self.entry.load_full() {
+            let fresh_until = entry.fresh_until();
+            if now < fresh_until {
+                if fresh_until - now <= entry.ttl / 10 {
+                    self.refresh_in_background(src);
+                }
+                return Ok((entry, CacheStatus::Hit));
+            }
+            if now < fresh_until + src.policy.max_stale {
+                self.refresh_in_background(src);
+                return Ok((entry, CacheStatus::Stale));
+            }
+        }
+        if let Some(f) = self.failure.load().as_ref() {
+            if now < f.retry_at {
+                return Err(self.failure_status(&f.error));
+            }
+        }
+        let seen = self.attempts.load(Ordering::Acquire);
+        let _guard = self.fetch.lock().await;
+        if self.attempts.load(Ordering::Acquire) != seen {
+            // Someone finished an attempt while we waited: share its result.
+            if let Some(entry) = self.entry.load_full() {
+                if Instant::now() < entry.fresh_until() + src.policy.max_stale {
+                    return Ok((entry, CacheStatus::Miss));
+                }
+            }
+            if let Some(f) = self.failure.load().as_ref() {
+                return Err(self.failure_status(&f.error));
+            }
+        }
+        match self.attempt(src).await {
+            Ok(entry) => Ok((entry, CacheStatus::Miss)),
+            Err(e) => Err(self.failure_status(&e)),
+        }
+    }
+
+    /// Fetches now unless the slot is fresh, backing off, or already fetching.
+    /// Used to warm the cache at start-up and after reloads.
+    pub fn prefetch(self: &Arc<Self>, src: &Arc<Source>) {
+        let fresh = self.entry.load().as_ref().is_some_and(|e| Instant::now() < e.fresh_until());
+        if !fresh {
+            self.refresh_in_background(src);
+        }
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, src: &Arc<Source>) {
+        if let Some(f) = self.failure.load().as_ref() {
+            if Instant::now() < f.retry_at {
+                return;
+            }
+        }
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (slot, src) = (Arc::clone(self), Arc::clone(src));
+        tokio::spawn(async move {
+            if let Ok(_guard) = slot.fetch.try_lock() {
+                let _ = slot.attempt(&src).await;
+            }
+            slot.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// With no usable document: the error's own status, except that a
+    /// document we had but may no longer serve (older than `max_stale`) is
+    /// reported as unavailable.
+    fn failure_status(&self, e: &FetchError) -> StatusCode {
+        if self.entry.load().is_some() && *e != FetchError::NotFound {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            e.status()
+        }
+    }
+
+    /// One upstream attempt; the caller holds `self.fetch`.
+    async fn attempt(&self, src: &Source) -> Result<Arc<Entry>, FetchError> {
+        let result = match src.upstream.fetch(&self.key.path).await {
+            Ok(fetched) => self.accept(src, fetched.body, src.policy.ttl(fetched.freshness)),
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok((body, ttl, facts)) => {
+                let entry = Arc::new(Entry::new(body, ttl, facts, Instant::now(), SystemTime::now()));
+                self.entry.store(Some(Arc::clone(&entry)));
+                self.failure.store(None);
+                self.note_recovered();
+                if let Some(p) = &src.persist {
+                    p.save_in_background(self.record(src.kind, &entry));
+                }
+                Ok(entry)
+            }
+            Err(e) => {
+                let consecutive = self.failure.load().as_ref().map_or(1, |f| f.consecutive.saturating_add(1));
+                let wait = if e == FetchError::NotFound {
+                    src.policy.negative_ttl
+                } else {
+                    backoff(consecutive, src.policy.min_ttl)
+                };
+                self.note_failure(&e, self.entry.load().is_some());
+                self.failure.store(Some(Arc::new(Failure {
+                    error: e.clone(),
+                    retry_at: Instant::now() + wait,
+                    consecutive,
+                })));
+                Err(e)
+            }
+        };
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Validates a fetched body and runs the issuer guard.
+    fn accept(&self, src: &Source, body: Bytes, ttl: Duration) -> Result<(Bytes, Duration, Facts), FetchError> {
+        let facts = document::validate(src.kind, &body).map_err(FetchError::Invalid)?;
+        self.guard(src, &facts)?;
+        Ok((body, ttl, facts))
+    }
+
+    fn guard(&self, src: &Source, facts: &Facts) -> Result<(), FetchError> {
+        let Some(expected) = &src.expected else { return Ok(()) };
+        match document::check_issuer(facts, expected, src.vault) {
+            Ok(()) => {
+                if self.mismatch.swap(None).is_some() {
+                    tracing::info!(issuer = %self.key.issuer, path = %self.key.path, "issuer guard: discovery document now matches the public URL");
+                }
+                Ok(())
+            }
+            Err(msg) => {
+                let changed = self.mismatch.load().as_deref() != Some(&msg);
+                if changed {
+                    tracing::warn!(issuer = %self.key.issuer, path = %self.key.path, strict = src.strict_issuer, "issuer guard: {msg}");
+                    self.mismatch.store(Some(Arc::new(msg.clone())));
+                }
+                if src.strict_issuer {
+                    Err(FetchError::Mismatch(msg))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn note_failure(&self, e: &FetchError, serving_stale: bool) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if *failing != Some(e.label()) {
+            *failing = Some(e.label());
+            tracing::warn!(
+                issuer = %self.key.issuer,
+                upstream = %self.key.upstream,
+                path = %self.key.path,
+                serving_stale,
+                "issuer fetch failing: {e}"
+            );
+        }
+    }
+
+    fn note_recovered(&self) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.take().is_some() {
+            tracing::info!(issuer = %self.key.issuer, path = %self.key.path, "issuer fetch recovered");
+        }
+    }
+
+    fn record(&self, kind: DocKind, entry: &Entry) -> Record {
+        Record::new(&self.key, kind, entry)
+    }
+
+    /// Installs a persisted document as a stale entry (start-up only).
+    /// Returns false when it is unusable: invalid, mismatching in strict mode,
+    /// or older than `max_stale` allows.
+    pub fn restore(&self, src: &Source, record: &Record) -> Result<(), String> {
+        let body = Bytes::copy_from_slice(record.body.as_bytes());
+        let facts = document::validate(src.kind, &body)?;
+        self.guard(src, &facts).map_err(|e| e.to_string())?;
+        let ttl = Duration::from_millis(record.ttl_ms);
+        let fetched_wall = SystemTime::UNIX_EPOCH + Duration::from_millis(record.fetched_at_ms);
+        let age = SystemTime::now().duration_since(fetched_wall).unwrap_or(Duration::ZERO);
+        if age >= ttl + src.policy.max_stale {
+            return Err(format!(
+                "too old to serve ({}s; max_stale allows {}s)",
+                age.as_secs(),
+                (ttl + src.policy.max_stale).as_secs()
+            ));
+        }
+        // Age it correctly on the monotonic clock; never treat it as fresh.
+        let now = Instant::now();
+        let fetched = now.checked_sub(age.max(ttl)).unwrap_or(now);
+        let entry = Entry::new(body, ttl, facts, fetched, fetched_wall);
+        self.entry.store(Some(Arc::new(entry)));
+        Ok(())
+    }
+}
+
+/// 1s, 2s, 4s, ... capped at `cap`.
+fn backoff(consecutive: u32, cap: Duration) -> Duration {
+    let secs = 1u64 << consecutive.saturating_sub(1).min(16);
+    Duration::from_secs(secs).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_clamps() {
+        let p = Policy {
+            min_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(300),
+            max_stale: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+        };
+        assert_eq!(p.ttl(Freshness::MaxAge(Duration::from_secs(3600))), Duration::from_secs(300));
+        assert_eq!(p.ttl(Freshness::MaxAge(Duration::ZERO)), Duration::from_secs(30));
+        assert_eq!(p.ttl(Freshness::MaxAge(Duration::from_secs(60))), Duration::from_secs(60));
+        assert_eq!(p.ttl(Freshness::NoStore), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let cap = Duration::from_secs(30);
+        let seq: Vec<u64> = (1..=7).map(|n| backoff(n, cap).as_secs()).collect();
+        assert_eq!(seq, vec![1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn etag_is_strong_and_stable() {
+        let f = Facts::Keys { count: 0 };
+        let a = Entry::new(
+            Bytes::from_static(b"{\"keys\":[]}"),
+            Duration::ZERO,
+            f.clone(),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        let b = Entry::new(Bytes::from_static(b"{\"keys\":[]}"), Duration::ZERO, f, Instant::now(), SystemTime::now());
+        assert_eq!(a.etag, b.etag);
+        assert_eq!(a.etag.len(), 34);
+        assert!(!a.etag.to_str().expect("ascii").starts_with("W/"));
+    }
+}

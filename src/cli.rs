@@ -1,0 +1,149 @@
+//! The command line: `wif-proxy [run]` and `wif-proxy check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::routes::Routes;
+use crate::server::Server;
+use crate::state::Shared;
+use crate::upstream::Upstream;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wif-proxy",
+    version,
+    about = "Publishes only the OIDC discovery documents and key sets of a workload-identity issuer."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = "/etc/wif-proxy/proxy.toml")]
+    pub config: PathBuf,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration and print exactly what will be exposed.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => check(&cli.config),
+        None | Some(Command::Run) => run(&cli),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WIF_PROXY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// `wif-proxy check`: everything start-up validates, plus the exposure list.
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let routes = match Routes::build(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    for issuer in &config.issuers {
+        if let Err(e) = Upstream::new(issuer) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let s = &config.server;
+    println!("{}: configuration is valid", path.display());
+    println!("public listener {} (plain HTTP), admin listener {} (/healthz, /readyz)", s.listen, s.admin_listen);
+    println!("public URL {}", s.public_url);
+    println!();
+    println!("Exposed (exact request targets; anything else is answered by the proxy and never forwarded):");
+    print!("{}", routes.describe(&config));
+    ExitCode::SUCCESS
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(&cli.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let shared = Shared::load(path)?;
+    let server = Server::bind(shared).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let reloader = std::sync::Arc::clone(server.shared());
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+                Err(e) => tracing::error!("SIGHUP: configuration rejected, still serving the previous one: {e}"),
+            }
+        }
+    });
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        public = %server.public_addr(),
+        admin = %server.admin_addr(),
+        "wif-proxy started"
+    );
+    server
+        .run(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        })
+        .await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,797 @@
+//! Configuration: one TOML file, read as plain data and validated completely
+//! up front.
+//!
+//! The raw structs mirror the file (`deny_unknown_fields`, spans kept for every
+//! value that needs a semantic check) and exist only inside this module. What
+//! leaves it is [`Config`]: fully defaulted, typed and checked, so the rest of
+//! the proxy never has to wonder whether a value is sane. Every error names the
+//! file, the line, the field and the offending value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Vault path segments that can never be namespace names.
+pub const RESERVED_NAMESPACES: &[&str] = &["root", "sys", "audit", "auth", "cubbyhole", "identity"];
+
+/// The deepest namespace nesting the `*` wildcard accepts.
+pub const MAX_NAMESPACE_DEPTH: usize = 8;
+
+/// Longest single namespace segment or provider name we accept.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (for messages and reloads).
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub log: LogConfig,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Origin (`scheme://host[:port]`, no path, no trailing slash) the cloud
+    /// providers use to reach this proxy.
+    pub public_url: String,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Upper bound on request header bytes (HTTP/1 read buffer, h2 header list).
+    pub max_header_bytes: usize,
+    /// Upper bound on the number of request headers (HTTP/1).
+    pub max_headers: usize,
+    pub h2_max_concurrent_streams: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub max_stale: Duration,
+    pub negative_ttl: Duration,
+    pub dir: Option<PathBuf>,
+    /// Bound on cache entries created for `*`-namespace documents.
+    pub max_dynamic_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// One line per request on the `access` target.
+    pub access: bool,
+}
+
+/// What kind of issuer sits behind the proxy; decides the public path set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerKind {
+    VaultPluginWif,
+    VaultIdentity,
+    VaultOidcProvider,
+    Spire,
+    Custom,
+}
+
+impl IssuerKind {
+    pub const NAMES: &'static str = "vault-plugin-wif, vault-identity, vault-oidc-provider, spire, custom";
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "vault-plugin-wif" => Self::VaultPluginWif,
+            "vault-identity" => Self::VaultIdentity,
+            "vault-oidc-provider" => Self::VaultOidcProvider,
+            "spire" => Self::Spire,
+            "custom" => Self::Custom,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VaultPluginWif => "vault-plugin-wif",
+            Self::VaultIdentity => "vault-identity",
+            Self::VaultOidcProvider => "vault-oidc-provider",
+            Self::Spire => "spire",
+            Self::Custom => "custom",
+        }
+    }
+
+    pub fn is_vault(self) -> bool {
+        matches!(self, Self::VaultPluginWif | Self::VaultIdentity | Self::VaultOidcProvider)
+    }
+}
+
+/// Which Vault namespaces an issuer publishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// Explicit namespaces, `""` for root, else `a` or `a/b` (no slashes at the ends).
+    pub listed: Vec<String>,
+    /// `"*"`: any valid namespace (root included), matched per request.
+    pub wildcard: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub kind: IssuerKind,
+    pub upstream: UpstreamUrl,
+    pub namespaces: Namespaces,
+    pub providers: Vec<String>,
+    pub paths: Vec<String>,
+    /// Lower-cased host names; empty means "every host".
+    pub hosts: Vec<String>,
+    /// Origin this issuer is published under (defaults to `server.public_url`).
+    pub public_url: String,
+    pub upstream_ca: Option<PathBuf>,
+    pub upstream_client_cert: Option<PathBuf>,
+    pub upstream_client_key: Option<PathBuf>,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_document_bytes: usize,
+    /// Refuse to serve a discovery document whose `issuer`/`jwks_uri` do not
+    /// match what this proxy publishes.
+    pub strict_issuer: bool,
+}
+
+/// An upstream origin: `http(s)://host[:port]`, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub https: bool,
+    /// `host:port` or `host` exactly as written (used as the Host header).
+    pub authority: String,
+    /// `scheme://authority`, the prefix requests are built on.
+    pub origin: String,
+}
+
+/// Everything that can be wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax { path: String, line: usize, message: String },
+    #[error("{path}:{line}: {field} = {value}: {message}")]
+    Invalid { path: String, line: usize, field: String, value: String, message: String },
+    #[error("{path}: {message}")]
+    Whole { path: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if it had been read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let cx = Cx { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| cx.line_of(s.start)).unwrap_or(1);
+            ConfigError::Syntax { path: path.display().to_string(), line, message: e.message().trim().to_string() }
+        })?;
+        cx.validate(raw)
+    }
+
+    /// Finds an issuer by name.
+    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
+        self.issuers.iter().find(|i| i.name == name)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<RawServer>,
+    cache: Option<RawCache>,
+    log: Option<RawLog>,
+    #[serde(default)]
+    issuer: Vec<RawIssuer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    admin_listen: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    header_read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    max_header_bytes: Option<Spanned<i64>>,
+    max_headers: Option<Spanned<i64>>,
+    h2_max_concurrent_streams: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    min_ttl: Option<Spanned<String>>,
+    max_ttl: Option<Spanned<String>>,
+    max_stale: Option<Spanned<String>>,
+    negative_ttl: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+    max_dynamic_entries: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    upstream: Spanned<String>,
+    #[serde(default)]
+    namespaces: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    providers: Vec<Spanned<String>>,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
+    upstream_ca: Option<Spanned<String>>,
+    upstream_client_cert: Option<Spanned<String>>,
+    upstream_client_key: Option<Spanned<String>>,
+    upstream_connect_timeout: Option<Spanned<String>>,
+    upstream_timeout: Option<Spanned<String>>,
+    max_document_bytes: Option<Spanned<i64>>,
+    strict_issuer: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+/// Validation context: knows the file so every error can name it and a line.
+struct Cx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn invalid<T: std::fmt::Debug>(&self, field: &str, value: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            line: self.line_of(value.span().start),
+            field: field.to_string(),
+            value: format!("{:?}", value.get_ref()),
+            message: message.into(),
+        }
+    }
+
+    fn whole(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Whole { path: self.path.display().to_string(), message: message.into() }
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+        min: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let d = humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+            self.invalid(field, v, format!("not a duration ({e}); write e.g. \"5s\", \"250ms\", \"10m\", \"24h\""))
+        })?;
+        if d < min {
+            return Err(self.invalid(field, v, format!("must be at least {}", humantime::format_duration(min))));
+        }
+        Ok(d)
+    }
+
+    fn int(
+        &self,
+        field: &str,
+        v: &Option<Spanned<i64>>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        usize::try_from(*v.get_ref())
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| self.invalid(field, v, format!("must be between {} and {}", range.start(), range.end())))
+    }
+
+    fn addr(&self, field: &str, v: &Option<Spanned<String>>, default: &str) -> Result<SocketAddr, ConfigError> {
+        let Some(v) = v else {
+            return Ok(default.parse().expect("default address is valid"));
+        };
+        v.get_ref().parse().map_err(|_| {
+            self.invalid(field, v, "not a socket address; write \"IP:port\", e.g. \"0.0.0.0:443\" or \"[::]:443\"")
+        })
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let s = raw.server.unwrap_or_default();
+        let listen = self.addr("server.listen", &s.listen, "127.0.0.1:8080")?;
+        let admin_listen = self.addr("server.admin_listen", &s.admin_listen, "127.0.0.1:9901")?;
+        if listen == admin_listen && listen.port() != 0 {
+            let v = s.admin_listen.as_ref().or(s.listen.as_ref());
+            return Err(match v {
+                Some(v) => self.invalid(
+                    "server.admin_listen",
+                    v,
+                    "must differ from server.listen: the admin endpoints are never public",
+                ),
+                None => self.whole("server.admin_listen must differ from server.listen"),
+            });
+        }
+        let public_url = match &s.public_url {
+            Some(v) => self.public_url("server.public_url", v)?,
+            None => return Err(self.whole("server.public_url is required: the https origin cloud providers use to reach this proxy, e.g. \"https://wif.example.com\"")),
+        };
+        let ms = Duration::from_millis;
+        let server = ServerConfig {
+            listen,
+            admin_listen,
+            public_url,
+            max_connections: self.int("server.max_connections", &s.max_connections, 10_000, 1..=1_000_000)?,
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                &s.header_read_timeout,
+                Duration::from_secs(5),
+                ms(100),
+            )?,
+            idle_timeout: self.duration("server.idle_timeout", &s.idle_timeout, Duration::from_secs(60), ms(100))?,
+            shutdown_grace: self.duration(
+                "server.shutdown_grace",
+                &s.shutdown_grace,
+                Duration::from_secs(10),
+                Duration::ZERO,
+            )?,
+            max_header_bytes: self.int(
+                "server.max_header_bytes",
+                &s.max_header_bytes,
+                16 * 1024,
+                8 * 1024..=1024 * 1024,
+            )?,
+            max_headers: self.int("server.max_headers", &s.max_headers, 64, 8..=1024)?,
+            h2_max_concurrent_streams: self.int(
+                "server.h2_max_concurrent_streams",
+                &s.h2_max_concurrent_streams,
+                100,
+                1..=10_000,
+            )? as u32,
+        };
+
+        let c = raw.cache.unwrap_or_default();
+        let cache = CacheConfig {
+            min_ttl: self.duration("cache.min_ttl", &c.min_ttl, Duration::from_secs(30), ms(100))?,
+            max_ttl: self.duration("cache.max_ttl", &c.max_ttl, Duration::from_secs(300), ms(100))?,
+            max_stale: self.duration(
+                "cache.max_stale",
+                &c.max_stale,
+                Duration::from_secs(24 * 3600),
+                Duration::ZERO,
+            )?,
+            negative_ttl: self.duration(
+                "cache.negative_ttl",
+                &c.negative_ttl,
+                Duration::from_secs(10),
+                Duration::ZERO,
+            )?,
+            dir: c.dir.as_ref().map(|d| self.path_value("cache.dir", d)).transpose()?,
+            max_dynamic_entries: self.int("cache.max_dynamic_entries", &c.max_dynamic_entries, 1024, 1..=1_000_000)?,
+        };
+        if cache.min_ttl > cache.max_ttl {
+            return Err(match &c.min_ttl {
+                Some(v) => self.invalid("cache.min_ttl", v, "must not exceed cache.max_ttl"),
+                None => self.whole("cache.max_ttl must be at least cache.min_ttl (30s by default)"),
+            });
+        }
+
+        let log = LogConfig { access: raw.log.and_then(|l| l.access).unwrap_or(true) };
+
+        if raw.issuer.is_empty() {
+            return Err(self.whole("no [[issuer]] is configured: there would be nothing to serve"));
+        }
+        let mut issuers: Vec<IssuerConfig> = Vec::with_capacity(raw.issuer.len());
+        for (i, ri) in raw.issuer.iter().enumerate() {
+            let issuer = self.issuer(i, ri, &server.public_url)?;
+            if issuers.iter().any(|o| o.name == issuer.name) {
+                return Err(self.invalid(
+                    &format!("issuer[{i}].name"),
+                    &ri.name,
+                    "another issuer already has this name",
+                ));
+            }
+            issuers.push(issuer);
+        }
+
+        Ok(Config { source: self.path.to_path_buf(), server, cache, log, issuers })
+    }
+
+    fn issuer(&self, i: usize, r: &RawIssuer, default_public_url: &str) -> Result<IssuerConfig, ConfigError> {
+        let f = |name: &str| format!("issuer[{i}].{name}");
+        let name = r.name.get_ref().clone();
+        if name.is_empty()
+            || name.len() > MAX_NAME_LEN
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(self.invalid(&f("name"), &r.name, "must be 1-64 characters of A-Z a-z 0-9 - _"));
+        }
+        let kind = IssuerKind::parse(r.kind.get_ref()).ok_or_else(|| {
+            self.invalid(&f("kind"), &r.kind, format!("unknown kind; expected one of {}", IssuerKind::NAMES))
+        })?;
+        let upstream = self.upstream(&f("upstream"), &r.upstream)?;
+
+        // Which list fields make sense depends on the kind; a list the kind
+        // ignores is almost certainly a mistake, so it is an error.
+        let forbid = |field: &str, list: &[Spanned<String>], why: &str| -> Result<(), ConfigError> {
+            match list.first() {
+                Some(v) => Err(self.invalid(&f(field), v, why.to_string())),
+                None => Ok(()),
+            }
+        };
+        let namespaces = match (&r.namespaces, kind.is_vault()) {
+            (Some(list), true) => self.namespaces(&f("namespaces"), list)?,
+            (None, true) => Namespaces { listed: vec![String::new()], wildcard: false },
+            (Some(list), false) => {
+                forbid("namespaces", list, &format!("namespaces apply only to Vault kinds, not {}", kind.as_str()))?;
+                Namespaces::default()
+            }
+            (None, false) => Namespaces::default(),
+        };
+        let mut providers = Vec::new();
+        if kind == IssuerKind::VaultOidcProvider {
+            if r.providers.is_empty() {
+                return Err(self.invalid(
+                    &f("kind"),
+                    &r.kind,
+                    "vault-oidc-provider needs providers = [\"<provider name>\", ...]",
+                ));
+            }
+            for (j, p) in r.providers.iter().enumerate() {
+                let v = p.get_ref();
+                let ok = !v.is_empty()
+                    && v.len() <= MAX_NAME_LEN
+                    && !v.contains("..")
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                    && !v.starts_with('.')
+                    && !v.ends_with('.');
+                if !ok {
+                    return Err(self.invalid(
+                        &format!("issuer[{i}].providers[{j}]"),
+                        p,
+                        "a provider name is 1-64 characters of A-Z a-z 0-9 - _ . (no leading, trailing or double dot)",
+                    ));
+                }
+                if providers.contains(v) {
+                    return Err(self.invalid(&format!("issuer[{i}].providers[{j}]"), p, "listed twice"));
+                }
+                providers.push(v.clone());
+            }
+        } else {
+            forbid("providers", &r.providers, "providers apply only to kind = \"vault-oidc-provider\"")?;
+        }
+        let mut paths = Vec::new();
+        if kind == IssuerKind::Custom {
+            if r.paths.is_empty() {
+                return Err(self.invalid(&f("kind"), &r.kind, "custom needs paths = [\"/exact/public/path\", ...]"));
+            }
+            for (j, p) in r.paths.iter().enumerate() {
+                let field = format!("issuer[{i}].paths[{j}]");
+                if let Err(why) = check_custom_path(p.get_ref()) {
+                    return Err(self.invalid(&field, p, why));
+                }
+                if paths.contains(p.get_ref()) {
+                    return Err(self.invalid(&field, p, "listed twice"));
+                }
+                paths.push(p.get_ref().clone());
+            }
+        } else {
+            forbid("paths", &r.paths, "paths apply only to kind = \"custom\"")?;
+        }
+        let mut hosts: Vec<String> = Vec::new();
+        for (j, h) in r.hosts.iter().enumerate() {
+            let v = h.get_ref().to_ascii_lowercase();
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && !v.starts_with('.')
+                && !v.ends_with('.');
+            if !ok {
+                return Err(self.invalid(
+                    &format!("issuer[{i}].hosts[{j}]"),
+                    h,
+                    "a host is a DNS name (letters, digits, '-', '.'), without port or scheme",
+                ));
+            }
+            if !hosts.contains(&v) {
+                hosts.push(v);
+            }
+        }
+        let public_url = match &r.public_url {
+            Some(v) => self.public_url(&f("public_url"), v)?,
+            None => default_public_url.to_string(),
+        };
+        let file = |field: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
+            v.as_ref().filter(|v| !v.get_ref().is_empty()).map(|v| self.path_value(&f(field), v)).transpose()
+        };
+        let upstream_ca = file("upstream_ca", &r.upstream_ca)?;
+        let upstream_client_cert = file("upstream_client_cert", &r.upstream_client_cert)?;
+        let upstream_client_key = file("upstream_client_key", &r.upstream_client_key)?;
+        if upstream_client_cert.is_some() != upstream_client_key.is_some() {
+            let v = r.upstream_client_cert.as_ref().or(r.upstream_client_key.as_ref()).expect("one is set");
+            return Err(self.invalid(
+                &f("upstream_client_cert"),
+                v,
+                "upstream_client_cert and upstream_client_key go together",
+            ));
+        }
+        if !upstream.https {
+            for (field, v) in [("upstream_ca", &upstream_ca), ("upstream_client_cert", &upstream_client_cert)] {
+                if v.is_some() {
+                    return Err(self.invalid(&f(field), &r.upstream, format!("{field} needs an https upstream")));
+                }
+            }
+        }
+        let upstream_timeout = self.duration(
+            &f("upstream_timeout"),
+            &r.upstream_timeout,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )?;
+        let upstream_connect_timeout = self.duration(
+            &f("upstream_connect_timeout"),
+            &r.upstream_connect_timeout,
+            upstream_timeout.min(Duration::from_secs(2)),
+            Duration::from_millis(10),
+        )?;
+        Ok(IssuerConfig {
+            name,
+            kind,
+            upstream,
+            namespaces,
+            providers,
+            paths,
+            hosts,
+            public_url,
+            upstream_ca,
+            upstream_client_cert,
+            upstream_client_key,
+            upstream_connect_timeout,
+            upstream_timeout,
+            max_document_bytes: self.int(
+                &f("max_document_bytes"),
+                &r.max_document_bytes,
+                1024 * 1024,
+                256..=64 * 1024 * 1024,
+            )?,
+            strict_issuer: r.strict_issuer.unwrap_or(false),
+        })
+    }
+
+    fn namespaces(&self, field: &str, list: &[Spanned<String>]) -> Result<Namespaces, ConfigError> {
+        if list.is_empty() {
+            return Err(self.whole(format!("{field} is empty: list \"\" for the root namespace")));
+        }
+        let mut out = Namespaces::default();
+        for (j, v) in list.iter().enumerate() {
+            let field = format!("{field}[{j}]");
+            let ns = v.get_ref();
+            if ns == "*" {
+                out.wildcard = true;
+                continue;
+            }
+            check_namespace(ns).map_err(|why| self.invalid(&field, v, why))?;
+            if out.listed.iter().any(|o| o == ns) {
+                return Err(self.invalid(&field, v, "listed twice"));
+            }
+            out.listed.push(ns.clone());
+        }
+        Ok(out)
+    }
+
+    fn upstream(&self, field: &str, v: &Spanned<String>) -> Result<UpstreamUrl, ConfigError> {
+        let (https, rest) = split_origin(v.get_ref()).ok_or_else(|| {
+            self.invalid(
+                field,
+                v,
+                "must be an origin: http://host:port or https://host:port, with no path, query or credentials",
+            )
+        })?;
+        Ok(UpstreamUrl { https, authority: rest.to_string(), origin: v.get_ref().clone() })
+    }
+
+    fn public_url(&self, field: &str, v: &Spanned<String>) -> Result<String, ConfigError> {
+        let s = v.get_ref();
+        if s.ends_with('/') {
+            return Err(self.invalid(field, v, "remove the trailing slash: issuers are compared byte for byte"));
+        }
+        split_origin(s).ok_or_else(|| {
+            self.invalid(
+                field,
+                v,
+                "must be an origin such as \"https://wif.example.com\": no path, query or credentials",
+            )
+        })?;
+        Ok(s.clone())
+    }
+
+    fn path_value(&self, field: &str, v: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        if v.get_ref().trim().is_empty() {
+            return Err(self.invalid(field, v, "must not be empty"));
+        }
+        let p = PathBuf::from(v.get_ref());
+        // Relative paths are taken relative to the configuration file, as
+        // nginx and Caddy users expect, not to whatever the working directory is.
+        Ok(if p.is_relative() { self.path.parent().unwrap_or(Path::new(".")).join(p) } else { p })
+    }
+}
+
+/// Splits `http(s)://authority` into (is_https, authority); `None` when it has
+/// anything beyond an origin.
+fn split_origin(s: &str) -> Option<(bool, &str)> {
+    let (https, rest) = if let Some(r) = s.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return None;
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', '\\', '%']) {
+        return None;
+    }
+    // Let the http crate judge the authority's syntax (ports, IPv6 brackets).
+    let uri: http::Uri = s.parse().ok()?;
+    let host = uri.host()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((https, rest))
+}
+
+/// Checks one explicit namespace: `""` (root), `a`, `a/b`, ...
+pub fn check_namespace(ns: &str) -> Result<(), String> {
+    if ns.is_empty() {
+        return Ok(());
+    }
+    if ns.contains("..") {
+        return Err("a namespace must not contain \"..\"".into());
+    }
+    if ns.contains("//") {
+        return Err("a namespace must not contain \"//\"".into());
+    }
+    if ns.contains('%') {
+        return Err("a namespace must not contain '%': write it unencoded".into());
+    }
+    if ns.chars().any(char::is_whitespace) {
+        return Err("a namespace must not contain whitespace".into());
+    }
+    if ns.starts_with('/') || ns.ends_with('/') {
+        return Err("write a namespace without leading or trailing '/', e.g. \"ns1/team-a\"".into());
+    }
+    let depth = ns.split('/').count();
+    if depth > MAX_NAMESPACE_DEPTH {
+        return Err(format!("namespaces nest at most {MAX_NAMESPACE_DEPTH} deep"));
+    }
+    for seg in ns.split('/') {
+        if let Some(r) = RESERVED_NAMESPACES.iter().find(|r| seg.eq_ignore_ascii_case(r)) {
+            return Err(format!("\"{r}\" is a reserved Vault name, not a namespace"));
+        }
+        if !is_namespace_segment(seg) {
+            return Err(format!(
+                "namespace segment {seg:?} must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _, starting with a letter or digit"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The strict namespace segment charset; the `*` wildcard's regex uses the same.
+pub fn is_namespace_segment(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+}
+
+/// Checks a `custom` public path: absolute, no query/fragment/encoding, no
+/// dot segments, no empty segments, no trailing slash.
+fn check_custom_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') || p.len() < 2 {
+        return Err("must be an absolute path such as \"/.well-known/openid-configuration\"".into());
+    }
+    if p.len() > 1024 {
+        return Err("longer than 1024 bytes".into());
+    }
+    if p.ends_with('/') {
+        return Err("must not end with '/'".into());
+    }
+    if p.contains("//") {
+        return Err("must not contain \"//\"".into());
+    }
+    if let Some(c) = p.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,=:@/".contains(*c))) {
+        return Err(format!("must not contain {c:?}: paths are matched byte for byte, unencoded, without query"));
+    }
+    if p.split('/').any(|s| s == "." || s == "..") {
+        return Err("must not contain \".\" or \"..\" segments".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("t.toml"), text)
+    }
+
+    const MIN: &str = "[server]\npublic_url = \"https://wif.example.com\"\n[[issuer]]\nname = \"v\"\nkind = \"vault-plugin-wif\"\nupstream = \"http://127.0.0.1:8200\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).expect("valid");
+        assert_eq!(c.issuers[0].namespaces.listed, vec![String::new()]);
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.cache.max_stale, Duration::from_secs(86400));
+        assert_eq!(c.issuers[0].public_url, "https://wif.example.com");
+    }
+
+    #[test]
+    fn namespace_rules() {
+        for bad in ["a/../b", "a//b", "a%2fb", "a b", "/a", "a/", "sys", "a/identity", "ROOT", "a.b"] {
+            assert!(check_namespace(bad).is_err(), "{bad} should be rejected");
+        }
+        for good in ["", "ns1", "ns1/team-a", "a_b/c-d/e"] {
+            assert!(check_namespace(good).is_ok(), "{good} should be accepted");
+        }
+    }
+
+    #[test]
+    fn errors_name_line_field_and_value() {
+        let text = format!("{MIN}namespaces = [\"ok\", \"a/../b\"]\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:7: issuer[0].namespaces[1] = \"a/../b\""), "{e}");
+        let e = parse(&MIN.replace("[server]", "[server]\nlisten = \"nope\"")).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2: server.listen = \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn custom_paths() {
+        assert!(check_custom_path("/.well-known/openid-configuration").is_ok());
+        for bad in ["keys", "/a/", "/a//b", "/a/../b", "/a?x", "/a%2f", "/a#b", "/a\\b", "/"] {
+            assert!(check_custom_path(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(split_origin("https://wif.example.com"), Some((true, "wif.example.com")));
+        assert_eq!(split_origin("http://[::1]:8200"), Some((false, "[::1]:8200")));
+        for bad in ["wif.example.com", "https://", "https://a/b", "https://u@a", "ftp://a", "https://a?b"] {
+            assert_eq!(split_origin(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! wif-proxy: an allowlisting edge proxy that publishes only the OIDC
+//! discovery documents and JSON Web Key Sets of a workload-identity issuer
+//! (HashiCorp Vault, SPIRE), and answers everything else itself.
+//!
+//! Reading order: [`config`] (what can be configured) → [`routes`] (what is
+//! exposed) → [`proxy`] (the request path) → [`cache`] and [`upstream`] (how
+//! documents are obtained) → [`server`] (connections and limits).
+
+pub mod admin;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod document;
+pub mod idle;
+pub mod persist;
+pub mod proxy;
+pub mod response;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod upstream;

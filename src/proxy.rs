@@ -1,0 +1,173 @@
+//! The request path, top to bottom.
+//!
+//! Every public request runs through [`serve`]: method, body, target form,
+//! host, allowlist, then the cache. Each step either passes the request on or
+//! answers it with one of our fixed errors. The request itself is never given
+//! to anything that talks to the issuer: only the allowlist entry it matched is.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, HOST, IF_NONE_MATCH, TRANSFER_ENCODING};
+use http::{Method, Request, Response, Version};
+use hyper::body::{Body as _, Incoming};
+
+use crate::cache::CacheStatus;
+use crate::response::{self, Body, Deny};
+use crate::routes::{host_name, DocKind};
+use crate::state::{Shared, Snapshot};
+
+/// What the server knows about a connection before any request.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The client address requests are attributed to.
+    pub client_ip: IpAddr,
+}
+
+/// How a request was handled, for the access log.
+enum Outcome<'a> {
+    Denied(Deny),
+    Served { issuer: &'a str, kind: DocKind, cache: CacheStatus },
+    Failed { issuer: &'a str, kind: DocKind },
+}
+
+/// Answers one public request.
+pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let snap = shared.snapshot();
+    let (resp, outcome) = answer(&snap, &req).await;
+    if snap.config.log.access {
+        access_log(conn, &req, &resp, &outcome, started);
+    }
+    resp
+}
+
+async fn answer<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> (Response<Body>, Outcome<'s>) {
+    let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
+
+    // 1. Only GET and HEAD (hyper answers HEAD from the same response, minus the body).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return deny(Deny::Method);
+    }
+    // 2. No body, announced or sent.
+    if has_body(req) {
+        return deny(Deny::Body);
+    }
+    // 3. Origin-form only. An HTTP/1 absolute-form target has a scheme or
+    //    authority; h2 always carries them as pseudo-headers, with :path apart.
+    let uri = req.uri();
+    if req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
+        return deny(Deny::Target);
+    }
+    let Some(target) = uri.path_and_query().map(|p| p.as_str()) else {
+        return deny(Deny::Target);
+    };
+    // 4. Host (used only when issuers are bound to hosts).
+    let Ok(host) = request_host(req) else {
+        return deny(Deny::Host);
+    };
+    // 5. The allowlist: the raw target, byte for byte.
+    let Some(lookup) = snap.routes.lookup(host, target) else {
+        return deny(Deny::Path);
+    };
+    let Some(doc) = snap.doc(lookup) else {
+        return deny(Deny::Capacity);
+    };
+    let issuer = snap.issuers[doc.issuer].config.name.as_str();
+    // 6. The document, from the cache or one coalesced upstream fetch.
+    match doc.slot.get(&doc.source).await {
+        Ok((entry, cache)) => {
+            let not_modified =
+                req.headers().get(IF_NONE_MATCH).is_some_and(|v| response::if_none_match(v, &entry.etag));
+            (
+                response::document(&entry, Instant::now(), not_modified),
+                Outcome::Served { issuer, kind: doc.kind, cache },
+            )
+        }
+        Err(status) => (response::error(status), Outcome::Failed { issuer, kind: doc.kind }),
+    }
+}
+
+/// A request has a body if it says so or sends one.
+fn has_body(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    h.contains_key(TRANSFER_ENCODING)
+        || h.get_all(CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0")
+        || !req.body().is_end_stream()
+}
+
+/// The host name a request is addressed to, without port. HTTP/1.1 requires
+/// exactly one Host header; h2 carries it in `:authority`.
+fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
+    if req.version() >= Version::HTTP_2 {
+        return Ok(req.uri().host().map(host_name));
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().map(|h| Some(host_name(h))).map_err(|_| ()),
+        (None, None) if req.version() == Version::HTTP_10 => Ok(None),
+        _ => Err(()),
+    }
+}
+
+fn access_log(
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    resp: &Response<Body>,
+    outcome: &Outcome<'_>,
+    started: Instant,
+) {
+    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let bytes = if req.method() == Method::HEAD { 0 } else { resp.body().size_hint().exact().unwrap_or(0) };
+    let (issuer, doc, cache, deny) = match outcome {
+        Outcome::Denied(d) => ("", "", "", d.as_str()),
+        Outcome::Served { issuer, kind, cache } => (*issuer, kind.as_str(), cache.as_str(), ""),
+        Outcome::Failed { issuer, kind } => (*issuer, kind.as_str(), "error", ""),
+    };
+    tracing::info!(
+        target: "access",
+        client = %conn.client_ip,
+        method = %req.method(),
+        target = %escape(target, 256),
+        version = ?req.version(),
+        status = resp.status().as_u16(),
+        bytes,
+        duration_us = started.elapsed().as_micros() as u64,
+        issuer,
+        doc,
+        cache,
+        deny,
+    );
+}
+
+/// Makes a client-controlled string safe for one log line: printable ASCII
+/// only (everything else as `\xNN`), at most `max` bytes, marked when cut.
+pub fn escape(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 4);
+    for &b in s.as_bytes() {
+        if out.len() >= max {
+            out.push_str("...");
+            break;
+        }
+        if (0x21..0x7f).contains(&b) && b != b'\\' && b != b'"' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_and_truncates() {
+        assert_eq!(escape("/a b\"\\", 100), "/a\\x20b\\x22\\x5c");
+        assert_eq!(escape("/\u{e9}", 100), "/\\xc3\\xa9");
+        assert_eq!(escape(&"a".repeat(300), 4), "aaaa...");
+    }
+}

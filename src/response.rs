@@ -1,0 +1,167 @@
+//! Every response the public listener sends is built here: a validated issuer
+//! document with our own headers, or one of a fixed set of error bodies. No
+//! issuer header or error body ever passes through.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, AGE, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, RETRY_AFTER,
+};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::cache::Entry;
+
+/// The body type of every response.
+pub type Body = Full<Bytes>;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+
+/// Why the proxy answered a request itself (bounded set: logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deny {
+    /// Not GET or HEAD.
+    Method,
+    /// The request carried (or announced) a body.
+    Body,
+    /// Absolute-form, asterisk-form, or no usable target.
+    Target,
+    /// HTTP/1.1 without exactly one Host header.
+    Host,
+    /// The target is not on the allowlist (for this host).
+    Path,
+    /// The `*`-namespace cache is full.
+    Capacity,
+}
+
+impl Deny {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deny::Method => "method",
+            Deny::Body => "body",
+            Deny::Target => "target",
+            Deny::Host => "host",
+            Deny::Path => "path",
+            Deny::Capacity => "capacity",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Deny::Method => StatusCode::METHOD_NOT_ALLOWED,
+            Deny::Body | Deny::Host => StatusCode::BAD_REQUEST,
+            Deny::Target | Deny::Path => StatusCode::NOT_FOUND,
+            Deny::Capacity => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The fixed body for an error status.
+pub fn error_body(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => r#"{"error":"bad_request","message":"only GET and HEAD requests without a body are served"}"#,
+        403 => r#"{"error":"forbidden","message":"this client address is not allowed"}"#,
+        404 => r#"{"error":"not_found","message":"this proxy publishes only OIDC discovery documents and key sets"}"#,
+        405 => r#"{"error":"method_not_allowed","message":"only GET and HEAD are allowed"}"#,
+        429 => r#"{"error":"too_many_requests","message":"slow down"}"#,
+        502 => r#"{"error":"bad_gateway","message":"the issuer did not return a valid document"}"#,
+        503 => r#"{"error":"unavailable","message":"the issuer is unavailable and no cached document may be served"}"#,
+        504 => r#"{"error":"gateway_timeout","message":"the issuer did not answer in time"}"#,
+        _ => r#"{"error":"internal_error"}"#,
+    }
+}
+
+/// One of our fixed error responses.
+pub fn error(status: StatusCode) -> Response<Body> {
+    let body = error_body(status);
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, JSON);
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(CACHE_CONTROL, NO_STORE);
+    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        StatusCode::BAD_REQUEST => {
+            // The request may have had a body we did not read: do not try to
+            // find the next request in what follows.
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// A cached document, or 304 when the client already has it.
+pub fn document(entry: &Entry, now: Instant, not_modified: bool) -> Response<Body> {
+    let left = entry.fresh_until().saturating_duration_since(now).as_secs();
+    let age = now.saturating_duration_since(entry.fetched).as_secs();
+    let mut cc = itoa::Buffer::new();
+    let cc = format_cache_control(cc.format(left));
+    let mut resp = if not_modified {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(entry.body.clone()));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, JSON);
+        h.insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, cc);
+    h.insert(AGE, HeaderValue::from(age));
+    h.insert(ETAG, entry.etag.clone());
+    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    resp
+}
+
+fn format_cache_control(secs: &str) -> HeaderValue {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(b"public, max-age=");
+    v.extend_from_slice(secs.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(v)).expect("digits are a valid header value")
+}
+
+/// Does `If-None-Match` name this entity tag? (Weak comparison, RFC 9110 13.1.2.)
+pub fn if_none_match(value: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else { return false };
+    let ours = etag.as_bytes();
+    value.split(',').map(str::trim).any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditional() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        for yes in ["\"abc\"", "W/\"abc\"", "\"x\", \"abc\"", "*"] {
+            assert!(if_none_match(&HeaderValue::from_static(yes), &etag), "{yes}");
+        }
+        for no in ["\"ab\"", "abc", ""] {
+            assert!(!if_none_match(&HeaderValue::from_static(no), &etag), "{no}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_are_json() {
+        for s in [400u16, 403, 404, 405, 429, 502, 503, 504, 500] {
+            let v: serde_json::Value =
+                serde_json::from_str(error_body(StatusCode::from_u16(s).expect("status"))).expect("json");
+            assert!(v.get("error").is_some());
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The allowlist: the exact set of request targets this proxy answers.
+//!
+//! It is built once from a [`Config`] and then only read. A request target is
+//! matched byte for byte against it: nothing is decoded, normalised, case
+//! folded or trimmed first, so what matches is exactly what is forwarded. The
+//! public path and the upstream path are always the same string — the proxy
+//! publishes the issuer's own paths — so the forwarded target is the allowlist
+//! entry itself (or, for the `*` namespace wildcard, a target that matched an
+//! anchored pattern of a strict charset).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use regex::Regex;
+
+use crate::config::{
+    is_namespace_segment, Config, IssuerConfig, IssuerKind, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN, RESERVED_NAMESPACES,
+};
+
+/// The two documents an OIDC issuer publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    /// `.../.well-known/openid-configuration`
+    Discovery,
+    /// The JSON Web Key Set.
+    Keys,
+}
+
+impl DocKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Discovery => "discovery",
+            DocKind::Keys => "keys",
+        }
+    }
+}
+
+const DISCOVERY_SUFFIX: &str = "/.well-known/openid-configuration";
+
+/// One allowlisted document.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Index into `Config::issuers`.
+    pub issuer: usize,
+    pub kind: DocKind,
+    /// The public path, which is also the upstream path.
+    pub path: Box<str>,
+}
+
+/// What a request target resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// A listed document: index into [`Routes::routes`].
+    Static(usize),
+    /// A document under a `*` namespace; `path` is the matched target.
+    Dynamic { issuer: usize, kind: DocKind, path: &'a str },
+}
+
+/// The allowlist, per host.
+#[derive(Debug)]
+pub struct Routes {
+    /// Every listed document; their indices are stable for this snapshot.
+    pub routes: Vec<Route>,
+    any_host: Table,
+    by_host: Vec<(Box<str>, Table)>,
+    /// Per issuer: its `*` namespace pattern, if it has one.
+    wildcards: Vec<Option<Regex>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    exact: HashMap<Box<str>, usize>,
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug)]
+struct Pattern {
+    issuer: usize,
+    /// Anchored; group 1 is the namespace prefix, group 2 the document.
+    regex: Regex,
+    /// Shown by `wif-proxy check`.
+    template: String,
+}
+
+impl Routes {
+    /// Builds the allowlist; fails on two issuers claiming one path on one host.
+    pub fn build(config: &Config) -> Result<Routes, String> {
+        let mut routes = Vec::new();
+        let mut any_host = Table::default();
+        let mut by_host: Vec<(Box<str>, Table)> = Vec::new();
+        let mut wildcards = Vec::with_capacity(config.issuers.len());
+        for (idx, issuer) in config.issuers.iter().enumerate() {
+            let first = routes.len();
+            for (path, kind) in issuer_paths(issuer) {
+                routes.push(Route { issuer: idx, kind, path: path.into() });
+            }
+            let pattern = wildcard_pattern(issuer);
+            wildcards.push(pattern.clone());
+            let tables: Vec<&mut Table> = if issuer.hosts.is_empty() {
+                vec![&mut any_host]
+            } else {
+                for h in &issuer.hosts {
+                    if !by_host.iter().any(|(n, _)| **n == **h) {
+                        by_host.push((h.as_str().into(), Table::default()));
+                    }
+                }
+                by_host.iter_mut().filter(|(n, _)| issuer.hosts.iter().any(|h| **h == **n)).map(|(_, t)| t).collect()
+            };
+            for table in tables {
+                for (i, route) in routes.iter().enumerate().skip(first) {
+                    if let Some(&other) = table.exact.get(&route.path) {
+                        let other = &config.issuers[routes[other].issuer].name;
+                        return Err(format!(
+                            "issuers {other:?} and {:?} both publish {} on the same host",
+                            issuer.name, route.path
+                        ));
+                    }
+                    table.exact.insert(route.path.clone(), i);
+                }
+                if let Some(p) = &pattern {
+                    table.patterns.push(Pattern { issuer: idx, regex: p.clone(), template: wildcard_template(issuer) });
+                }
+            }
+        }
+        Ok(Routes { routes, any_host, by_host, wildcards })
+    }
+
+    /// Whether `path` is a `*`-namespace document of issuer `issuer`.
+    pub fn wildcard_match(&self, issuer: usize, path: &str) -> Option<DocKind> {
+        let regex = self.wildcards.get(issuer)?.as_ref()?;
+        match_wildcard(regex, path)
+    }
+
+    /// Resolves a raw request target for an optional Host (without port).
+    pub fn lookup<'a>(&self, host: Option<&str>, target: &'a str) -> Option<Lookup<'a>> {
+        if let Some(host) = host {
+            if let Some((_, table)) = self.by_host.iter().find(|(n, _)| n.eq_ignore_ascii_case(host)) {
+                if let Some(found) = table.find(target) {
+                    return Some(found);
+                }
+            }
+        }
+        self.any_host.find(target)
+    }
+
+    /// Whether any issuer is bound to specific hosts.
+    pub fn has_hosts(&self) -> bool {
+        !self.by_host.is_empty()
+    }
+
+    /// A human-readable listing of everything exposed, for `wif-proxy check`.
+    pub fn describe(&self, config: &Config) -> String {
+        let mut out = String::new();
+        let mut section = |title: &str, table: &Table| {
+            let _ = writeln!(out, "{title}");
+            let mut exact: Vec<_> = table.exact.iter().collect();
+            exact.sort_by_key(|(path, _)| *path);
+            for (path, &i) in exact {
+                let r = &self.routes[i];
+                let issuer = &config.issuers[r.issuer];
+                let _ = writeln!(
+                    out,
+                    "  GET|HEAD {path}  ->  {}{path}  [issuer {}, {}]",
+                    issuer.upstream.origin,
+                    issuer.name,
+                    r.kind.as_str()
+                );
+            }
+            for p in &table.patterns {
+                let issuer = &config.issuers[p.issuer];
+                let _ = writeln!(
+                    out,
+                    "  GET|HEAD {}  ->  {}<same path>  [issuer {}, any namespace; pattern {}]",
+                    p.template,
+                    issuer.upstream.origin,
+                    issuer.name,
+                    p.regex.as_str()
+                );
+            }
+        };
+        if !self.any_host.exact.is_empty() || !self.any_host.patterns.is_empty() {
+            section("any host:", &self.any_host);
+        }
+        for (host, table) in &self.by_host {
+            section(&format!("host {host}:"), table);
+        }
+        out
+    }
+}
+
+impl Table {
+    fn find<'a>(&self, target: &'a str) -> Option<Lookup<'a>> {
+        if let Some(&i) = self.exact.get(target) {
+            return Some(Lookup::Static(i));
+        }
+        for p in &self.patterns {
+            if let Some(kind) = match_wildcard(&p.regex, target) {
+                return Some(Lookup::Dynamic { issuer: p.issuer, kind, path: target });
+            }
+        }
+        None
+    }
+}
+
+/// Strips an optional `:port` (and one trailing dot) from a Host value.
+pub fn host_name(host: &str) -> &str {
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    name.strip_suffix('.').unwrap_or(name)
+}
+
+/// The listed documents of one issuer, in a stable order.
+pub fn issuer_paths(issuer: &IssuerConfig) -> Vec<(String, DocKind)> {
+    let both = |prefix: &str| {
+        vec![
+            (format!("{prefix}{DISCOVERY_SUFFIX}"), DocKind::Discovery),
+            (format!("{prefix}/.well-known/keys"), DocKind::Keys),
+        ]
+    };
+    let ns_prefix = |ns: &str| if ns.is_empty() { "/v1/".to_string() } else { format!("/v1/{ns}/") };
+    match issuer.kind {
+        IssuerKind::VaultPluginWif => issuer
+            .namespaces
+            .listed
+            .iter()
+            .flat_map(|ns| both(&format!("{}identity/oidc/plugins", ns_prefix(ns))))
+            .collect(),
+        IssuerKind::VaultIdentity => {
+            issuer.namespaces.listed.iter().flat_map(|ns| both(&format!("{}identity/oidc", ns_prefix(ns)))).collect()
+        }
+        IssuerKind::VaultOidcProvider => issuer
+            .namespaces
+            .listed
+            .iter()
+            .flat_map(|ns| {
+                issuer.providers.iter().flat_map(move |p| both(&format!("{}identity/oidc/provider/{p}", ns_prefix(ns))))
+            })
+            .collect(),
+        IssuerKind::Spire => {
+            vec![(DISCOVERY_SUFFIX.to_string(), DocKind::Discovery), ("/keys".to_string(), DocKind::Keys)]
+        }
+        IssuerKind::Custom => issuer.paths.iter().map(|p| (p.clone(), kind_of_custom(p))).collect(),
+    }
+}
+
+/// A custom path ending in `/.well-known/openid-configuration` is a discovery
+/// document; every other custom path is a key set.
+pub fn kind_of_custom(path: &str) -> DocKind {
+    if path.ends_with(DISCOVERY_SUFFIX) {
+        DocKind::Discovery
+    } else {
+        DocKind::Keys
+    }
+}
+
+/// What a discovery document served under `path` must say about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub issuer: String,
+    /// `jwks_uri` must equal one of these.
+    pub jwks_uris: Vec<String>,
+}
+
+/// The issuer guard's expectation for a discovery document at `path`.
+pub fn expected(issuer: &IssuerConfig, path: &str) -> Expected {
+    let prefix = path.strip_suffix(DISCOVERY_SUFFIX).unwrap_or(path);
+    let iss = format!("{}{prefix}", issuer.public_url);
+    let jwks_uris = match issuer.kind {
+        IssuerKind::Spire => vec![format!("{}/keys", issuer.public_url)],
+        IssuerKind::Custom => issuer
+            .paths
+            .iter()
+            .filter(|p| kind_of_custom(p) == DocKind::Keys)
+            .map(|p| format!("{}{p}", issuer.public_url))
+            .collect(),
+        _ => vec![format!("{iss}/.well-known/keys")],
+    };
+    Expected { issuer: iss, jwks_uris }
+}
+
+fn wildcard_pattern(issuer: &IssuerConfig) -> Option<Regex> {
+    if !issuer.namespaces.wildcard {
+        return None;
+    }
+    let seg = format!("[A-Za-z0-9][A-Za-z0-9_-]{{0,{}}}/", MAX_NAME_LEN - 1);
+    let ns = format!("((?:{seg}){{0,{MAX_NAMESPACE_DEPTH}}})");
+    let tail = match issuer.kind {
+        IssuerKind::VaultPluginWif => "identity/oidc/plugins".to_string(),
+        IssuerKind::VaultIdentity => "identity/oidc".to_string(),
+        IssuerKind::VaultOidcProvider => {
+            let names: Vec<String> = issuer.providers.iter().map(|p| regex::escape(p)).collect();
+            format!("identity/oidc/provider/(?:{})", names.join("|"))
+        }
+        IssuerKind::Spire | IssuerKind::Custom => return None,
+    };
+    let re = format!(r"^/v1/{ns}{tail}/\.well-known/(openid-configuration|keys)$");
+    Some(Regex::new(&re).expect("wildcard pattern is built from escaped, validated parts"))
+}
+
+fn wildcard_template(issuer: &IssuerConfig) -> String {
+    let tail = match issuer.kind {
+        IssuerKind::VaultPluginWif => "identity/oidc/plugins".to_string(),
+        IssuerKind::VaultIdentity => "identity/oidc".to_string(),
+        _ => format!("identity/oidc/provider/{{{}}}", issuer.providers.join(",")),
+    };
+    format!("/v1/<namespace/>{tail}/.well-known/{{openid-configuration,keys}}")
+}
+
+/// Runs a wildcard pattern and applies the checks a regex cannot express
+/// (reserved names). Returns the document kind on a match.
+fn match_wildcard(regex: &Regex, target: &str) -> Option<DocKind> {
+    let caps = regex.captures(target)?;
+    let ns = caps.get(1).map_or("", |m| m.as_str());
+    for seg in ns.split('/').filter(|s| !s.is_empty()) {
+        if !is_namespace_segment(seg) || RESERVED_NAMESPACES.iter().any(|r| seg.eq_ignore_ascii_case(r)) {
+            return None;
+        }
+    }
+    match caps.get(2)?.as_str() {
+        "openid-configuration" => Some(DocKind::Discovery),
+        _ => Some(DocKind::Keys),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn routes(issuers: &str) -> (Config, Routes) {
+        let text = format!("[server]\npublic_url = \"https://wif.example.com\"\n{issuers}");
+        let c = Config::parse(Path::new("t.toml"), &text).expect("valid config");
+        let r = Routes::build(&c).expect("routes");
+        (c, r)
+    }
+
+    #[test]
+    fn plugin_wif_root_and_nested() {
+        let (_, r) = routes("[[issuer]]\nname=\"v\"\nkind=\"vault-plugin-wif\"\nupstream=\"http://127.0.0.1:8200\"\nnamespaces=[\"\",\"a/b\"]\n");
+        assert!(matches!(r.lookup(None, "/v1/identity/oidc/plugins/.well-known/keys"), Some(Lookup::Static(_))));
+        assert!(matches!(
+            r.lookup(None, "/v1/a/b/identity/oidc/plugins/.well-known/openid-configuration"),
+            Some(Lookup::Static(_))
+        ));
+        for miss in [
+            "/v1/a/identity/oidc/plugins/.well-known/keys",
+            "/v1/identity/oidc/plugins/.well-known/keys/",
+            "/V1/identity/oidc/plugins/.well-known/keys",
+        ] {
+            assert_eq!(r.lookup(None, miss), None, "{miss}");
+        }
+    }
+
+    #[test]
+    fn wildcard_is_strict() {
+        let (_, r) = routes("[[issuer]]\nname=\"v\"\nkind=\"vault-plugin-wif\"\nupstream=\"http://127.0.0.1:8200\"\nnamespaces=[\"*\"]\n");
+        let t = "/v1/x/y-z/identity/oidc/plugins/.well-known/keys";
+        assert_eq!(r.lookup(None, t), Some(Lookup::Dynamic { issuer: 0, kind: DocKind::Keys, path: t }));
+        assert!(r.lookup(None, "/v1/identity/oidc/plugins/.well-known/openid-configuration").is_some());
+        for miss in [
+            "/v1/sys/identity/oidc/plugins/.well-known/keys",
+            "/v1/a/../identity/oidc/plugins/.well-known/keys",
+            "/v1/a%2fb/identity/oidc/plugins/.well-known/keys",
+            "/v1/a//identity/oidc/plugins/.well-known/keys",
+            "/v1/1/2/3/4/5/6/7/8/9/identity/oidc/plugins/.well-known/keys",
+            "/v1/x/identity/oidc/plugins/.well-known/keys?x",
+            "/v1/x/identity/oidc/plugins/.well-known/keys\n",
+        ] {
+            assert_eq!(r.lookup(None, miss), None, "{miss}");
+        }
+    }
+
+    #[test]
+    fn hosts_route_separately() {
+        let (_, r) = routes(
+            "[[issuer]]\nname=\"a\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:1\"\nhosts=[\"A.example.com\"]\n\
+             [[issuer]]\nname=\"b\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:2\"\nhosts=[\"b.example.com\"]\n",
+        );
+        let Some(Lookup::Static(i)) = r.lookup(Some("a.EXAMPLE.com"), "/keys") else { panic!("a") };
+        assert_eq!(r.routes[i].issuer, 0);
+        let Some(Lookup::Static(i)) = r.lookup(Some("b.example.com"), "/keys") else { panic!("b") };
+        assert_eq!(r.routes[i].issuer, 1);
+        assert_eq!(r.lookup(Some("c.example.com"), "/keys"), None);
+        assert_eq!(r.lookup(None, "/keys"), None);
+    }
+
+    #[test]
+    fn conflicts_are_errors() {
+        let text = "[server]\npublic_url = \"https://w.example\"\n[[issuer]]\nname=\"a\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:1\"\n[[issuer]]\nname=\"b\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:2\"\n";
+        let c = Config::parse(Path::new("t.toml"), text).expect("config");
+        assert!(Routes::build(&c).unwrap_err().contains("both publish /.well-known/openid-configuration"));
+    }
+
+    #[test]
+    fn expectations() {
+        let (c, _) = routes("[[issuer]]\nname=\"v\"\nkind=\"vault-plugin-wif\"\nupstream=\"http://127.0.0.1:8200\"\nnamespaces=[\"ns1\"]\n");
+        let e = expected(&c.issuers[0], "/v1/ns1/identity/oidc/plugins/.well-known/openid-configuration");
+        assert_eq!(e.issuer, "https://wif.example.com/v1/ns1/identity/oidc/plugins");
+        assert_eq!(e.jwks_uris, vec!["https://wif.example.com/v1/ns1/identity/oidc/plugins/.well-known/keys"]);
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("a.example.com:443"), "a.example.com");
+        assert_eq!(host_name("a.example.com."), "a.example.com");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+    }
+}

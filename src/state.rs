@@ -1,0 +1,313 @@
+//! The running configuration as one immutable [`Snapshot`], and the atomic
+//! swap that replaces it on reload.
+//!
+//! A request loads the current snapshot once and uses only it, so a reload in
+//! the middle of a request cannot mix two configurations. A new snapshot
+//! reuses the cache slots whose identity did not change, so a reload never
+//! drops cached documents. An invalid file is rejected before anything is swapped: the old snapshot keeps serving.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::cache::{Policy, Slot, SlotKey, Source};
+use crate::config::{Config, ConfigError, IssuerConfig};
+use crate::persist::Persist;
+use crate::routes::{self, DocKind, Lookup, Routes};
+use crate::upstream::Upstream;
+
+/// A served document: its cache slot and where it comes from.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub slot: Arc<Slot>,
+    pub source: Arc<Source>,
+    pub issuer: usize,
+    pub kind: DocKind,
+}
+
+/// Per-issuer runtime state.
+#[derive(Debug)]
+pub struct IssuerRuntime {
+    pub config: IssuerConfig,
+    pub upstream: Arc<Upstream>,
+}
+
+/// Everything a request needs, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    pub routes: Routes,
+    pub issuers: Vec<IssuerRuntime>,
+    /// Parallel to `routes.routes`.
+    pub docs: Vec<Doc>,
+    pub dynamic: DynamicDocs,
+    pub policy: Policy,
+    pub persist: Option<Arc<Persist>>,
+}
+
+/// Why a configuration could not become a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {message}")]
+    Build { path: String, message: String },
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing slots and upstream pools from `previous`.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError> {
+        let err = |message: String| LoadError::Build { path: config.source.display().to_string(), message };
+        let routes = Routes::build(&config).map_err(err)?;
+        let persist = match &config.cache.dir {
+            Some(dir) => match previous.and_then(|p| p.persist.as_ref()).filter(|p| p.dir() == dir.as_path()) {
+                Some(p) => Some(Arc::clone(p)),
+                None => Some(Arc::new(Persist::open(dir).map_err(err)?)),
+            },
+            None => None,
+        };
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        for ic in &config.issuers {
+            // Always rebuilt, so a reload re-reads rotated CA and client certificates.
+            let upstream = Arc::new(Upstream::new(ic).map_err(err)?);
+            issuers.push(IssuerRuntime { config: ic.clone(), upstream });
+        }
+        let policy = Policy::from(&config.cache);
+        let old_slots = previous.map(Snapshot::slots_by_key).unwrap_or_default();
+        let docs = routes
+            .routes
+            .iter()
+            .map(|r| {
+                let issuer = &issuers[r.issuer];
+                let key = slot_key(&issuer.config, &r.path);
+                let slot = old_slots.get(&key).cloned().unwrap_or_else(|| Arc::new(Slot::new(key)));
+                Doc {
+                    slot,
+                    source: Arc::new(source(issuer, r.kind, &r.path, policy, persist.clone())),
+                    issuer: r.issuer,
+                    kind: r.kind,
+                }
+            })
+            .collect();
+        let dynamic = DynamicDocs::new(config.cache.max_dynamic_entries);
+        let snapshot = Snapshot { config, routes, issuers, docs, dynamic, policy, persist };
+        if let Some(prev) = previous {
+            // Carry `*`-namespace documents over when their issuer still matches them.
+            let carried: Vec<Arc<Slot>> = prev.dynamic.slots();
+            for slot in carried {
+                if let Some((issuer, kind)) = snapshot.wildcard_owner(&slot.key) {
+                    snapshot.dynamic.insert_slot(&snapshot, issuer, kind, slot);
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+
+    fn slots_by_key(&self) -> HashMap<SlotKey, Arc<Slot>> {
+        let mut map: HashMap<SlotKey, Arc<Slot>> =
+            self.docs.iter().map(|d| (d.slot.key.clone(), Arc::clone(&d.slot))).collect();
+        for s in self.dynamic.slots() {
+            map.insert(s.key.clone(), s);
+        }
+        map
+    }
+
+    /// The wildcard issuer that would serve `key`, if any.
+    fn wildcard_owner(&self, key: &SlotKey) -> Option<(usize, DocKind)> {
+        self.issuers.iter().enumerate().find_map(|(i, ir)| {
+            if *key != slot_key(&ir.config, &key.path) {
+                return None;
+            }
+            self.routes.wildcard_match(i, &key.path).map(|kind| (i, kind))
+        })
+    }
+
+    /// Resolves a lookup to the document that serves it. `None` only when
+    /// the `*`-namespace cache is full of documents it must keep.
+    pub fn doc(&self, lookup: Lookup<'_>) -> Option<Doc> {
+        match lookup {
+            Lookup::Static(i) => Some(self.docs[i].clone()),
+            Lookup::Dynamic { issuer, kind, path } => self.dynamic.get_or_insert(self, issuer, kind, path),
+        }
+    }
+
+    /// Loads persisted documents into the slots that still serve them.
+    pub fn restore_persisted(&self) {
+        let Some(persist) = &self.persist else { return };
+        let (mut restored, mut skipped) = (0usize, 0usize);
+        for record in persist.load_all() {
+            let key = record.key();
+            let doc = match self.docs.iter().find(|d| d.slot.key == key) {
+                Some(d) => Some(d.clone()),
+                None => self
+                    .wildcard_owner(&key)
+                    .and_then(|(issuer, kind)| self.dynamic.get_or_insert(self, issuer, kind, &key.path)),
+            };
+            let Some(doc) = doc else {
+                // No longer allowlisted (or from another upstream): never served.
+                skipped += 1;
+                continue;
+            };
+            if record.kind != doc.kind.as_str() {
+                skipped += 1;
+                continue;
+            }
+            match doc.slot.restore(&doc.source, &record) {
+                Ok(()) => restored += 1,
+                Err(e) => {
+                    skipped += 1;
+                    tracing::warn!(path = %record.path, "cache.dir: not restoring persisted document: {e}");
+                }
+            }
+        }
+        tracing::info!(dir = %persist.dir().display(), restored, skipped, "cache.dir: persisted documents loaded");
+    }
+
+    /// Starts fetching every listed document that is not fresh.
+    pub fn prefetch(&self) {
+        for d in &self.docs {
+            d.slot.prefetch(&d.source);
+        }
+    }
+}
+
+fn slot_key(issuer: &IssuerConfig, path: &str) -> SlotKey {
+    SlotKey { issuer: issuer.name.as_str().into(), upstream: issuer.upstream.origin.as_str().into(), path: path.into() }
+}
+
+fn source(issuer: &IssuerRuntime, kind: DocKind, path: &str, policy: Policy, persist: Option<Arc<Persist>>) -> Source {
+    Source {
+        upstream: Arc::clone(&issuer.upstream),
+        kind,
+        expected: (kind == DocKind::Discovery).then(|| routes::expected(&issuer.config, path)),
+        strict_issuer: issuer.config.strict_issuer,
+        vault: issuer.config.kind.is_vault(),
+        policy,
+        persist,
+    }
+}
+
+/// Documents under `*` namespaces, created on first request, bounded.
+///
+/// When full, a new namespace may only displace a document that is not worth
+/// keeping (one that never fetched, or failed); good documents are never
+/// evicted by a scanner trying names.
+#[derive(Debug)]
+pub struct DynamicDocs {
+    max: usize,
+    map: Mutex<HashMap<Arc<str>, Doc>>,
+}
+
+impl DynamicDocs {
+    fn new(max: usize) -> DynamicDocs {
+        DynamicDocs { max, map: Mutex::new(HashMap::new()) }
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.lock().values().map(|d| Arc::clone(&d.slot)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Doc>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get_or_insert(&self, snap: &Snapshot, issuer: usize, kind: DocKind, path: &str) -> Option<Doc> {
+        if let Some(d) = self.lock().get(path) {
+            return Some(d.clone());
+        }
+        let key = slot_key(&snap.issuers[issuer].config, path);
+        self.insert_slot(snap, issuer, kind, Arc::new(Slot::new(key)))
+    }
+
+    fn insert_slot(&self, snap: &Snapshot, issuer: usize, kind: DocKind, slot: Arc<Slot>) -> Option<Doc> {
+        let mut map = self.lock();
+        if let Some(d) = map.get(&*slot.key.path) {
+            return Some(d.clone());
+        }
+        if map.len() >= self.max {
+            let victim = map.iter().find(|(_, d)| d.slot.entry().is_none()).map(|(k, _)| Arc::clone(k));
+            match victim {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None => return None,
+            }
+        }
+        let doc = Doc {
+            source: Arc::new(source(&snap.issuers[issuer], kind, &slot.key.path, snap.policy, snap.persist.clone())),
+            slot,
+            issuer,
+            kind,
+        };
+        map.insert(Arc::clone(&doc.slot.key.path), doc.clone());
+        Some(doc)
+    }
+}
+
+/// State shared by every connection: the current snapshot and liveness facts.
+#[derive(Debug)]
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    reload: Mutex<()>,
+    /// Set once the public listener is accepting.
+    pub listening: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            reload: Mutex::new(()),
+            listening: AtomicBool::new(false),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the configuration file and swaps it in, or keeps the current
+    /// one and says why. Listener addresses are bound once: a change to them
+    /// is reported and needs a restart.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        let _one_at_a_time = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot();
+        let config = Config::load(&current.config.source)?;
+        for (what, old, new) in [
+            ("server.listen", current.config.server.listen, config.server.listen),
+            ("server.admin_listen", current.config.server.admin_listen, config.server.admin_listen),
+        ] {
+            if old != new {
+                tracing::warn!(field = what, old = %old, new = %new, "listener addresses change only on restart; still listening on the old address");
+            }
+        }
+        let next = Snapshot::build(config, Some(&current))?;
+        next.prefetch();
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Loads `path`, builds the first snapshot and restores persisted documents.
+    pub fn load(path: &Path) -> Result<Arc<Shared>, LoadError> {
+        let config = Config::load(path)?;
+        let snapshot = Snapshot::build(config, None)?;
+        snapshot.restore_persisted();
+        Ok(Shared::new(snapshot))
+    }
+}
