@@ -1,0 +1,216 @@
+//! An issuer stand-in: a raw-TCP HTTP/1.1 server that records every request
+//! exactly as it arrived (method, raw target, every header, any body bytes)
+//! and answers the way Vault does, or fails the way Vault fails.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The public origin the stand-in's discovery documents claim by default.
+pub const PUBLIC_URL: &str = "https://wif.example.com";
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// Bytes that followed the head on the connection before the next head.
+    pub had_body: bool,
+}
+
+/// How to answer a path.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// 200 with a Vault-like document for the path (discovery or keys).
+    Vault,
+    /// 200 with this exact body and these extra headers.
+    Body { body: String, cache_control: Option<String> },
+    /// A status with a body, like Vault's own errors.
+    Status { status: u16, body: String, location: Option<String> },
+    /// Wait, then behave like the inner behavior.
+    Slow(Duration, Box<Behavior>),
+    /// Close the connection without answering.
+    Drop,
+}
+
+impl Behavior {
+    pub fn sealed() -> Behavior {
+        Behavior::Status { status: 503, body: r#"{"errors":["Vault is sealed"]}"#.into(), location: None }
+    }
+    pub fn standby() -> Behavior {
+        Behavior::Status {
+            status: 307,
+            body: String::new(),
+            location: Some("http://10.9.8.7:8200/v1/identity/oidc/plugins/.well-known/keys".into()),
+        }
+    }
+    pub fn keys_with_cache_control(cc: &str) -> Behavior {
+        Behavior::Body { body: jwks("k1"), cache_control: Some(cc.into()) }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    by_path: HashMap<String, Behavior>,
+    /// Overrides every path when set.
+    all: Option<Behavior>,
+    /// The public URL discovery documents claim (per path prefix override).
+    public_url: Option<String>,
+}
+
+/// A running stand-in. Dropping it stops accepting.
+#[derive(Clone)]
+pub struct StandIn {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl StandIn {
+    pub async fn start() -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stand-in");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let st = Arc::clone(&st);
+                tokio::spawn(async move { serve(stream, st).await });
+            }
+        });
+        StandIn { addr, state, task: Arc::new(task) }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting: new connections are refused.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    pub fn set(&self, path: &str, b: Behavior) {
+        self.state.lock().unwrap().by_path.insert(path.to_string(), b);
+    }
+
+    pub fn set_all(&self, b: Option<Behavior>) {
+        self.state.lock().unwrap().all = b;
+    }
+
+    pub fn set_public_url(&self, url: &str) {
+        self.state.lock().unwrap().public_url = Some(url.to_string());
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.state.lock().unwrap().requests.iter().filter(|r| r.target == path).count()
+    }
+
+    pub fn total(&self) -> usize {
+        self.state.lock().unwrap().requests.len()
+    }
+}
+
+/// A Vault-shaped JWKS (compact JSON, one RSA key).
+pub fn jwks(kid: &str) -> String {
+    format!(
+        r#"{{"keys":[{{"use":"sig","kty":"RSA","kid":"{kid}","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}}]}}"#
+    )
+}
+
+/// A Vault-shaped discovery document for `path` published under `public`.
+pub fn discovery(public: &str, path: &str) -> String {
+    let prefix = path.strip_suffix("/.well-known/openid-configuration").unwrap_or(path);
+    let jwks_uri = if prefix.is_empty() { format!("{public}/keys") } else { format!("{public}{prefix}/.well-known/keys") };
+    format!(
+        r#"{{"issuer":"{public}{prefix}","jwks_uri":"{jwks_uri}","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256","ES256","EdDSA"]}}"#
+    )
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        buf.drain(..head_end);
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default();
+        let mut parts = request_line.splitn(3, ' ');
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
+        let version = parts.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string())))
+            .collect();
+        let had_body = headers.iter().any(|(n, _)| n == "content-length" || n == "transfer-encoding") || !buf.is_empty();
+        let (behavior, public) = {
+            let mut st = state.lock().unwrap();
+            st.requests.push(Recorded { method, target: target.clone(), version, headers, had_body });
+            let b = st.all.clone().or_else(|| st.by_path.get(&target).cloned()).unwrap_or(Behavior::Vault);
+            (b, st.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string()))
+        };
+        if !respond(&mut stream, behavior, &target, &public).await {
+            return;
+        }
+    }
+}
+
+/// Writes the answer; false when the connection should end.
+async fn respond(stream: &mut TcpStream, mut b: Behavior, target: &str, public: &str) -> bool {
+    while let Behavior::Slow(d, inner) = b {
+        tokio::time::sleep(d).await;
+        b = *inner;
+    }
+    let (status, body, cc, location) = match b {
+        Behavior::Vault => {
+            let body = if target.ends_with("openid-configuration") { discovery(public, target) } else { jwks("k1") };
+            let cc = if target.ends_with("openid-configuration") { "max-age=3600" } else { "max-age=3599" };
+            (200, body, Some(cc.to_string()), None)
+        }
+        Behavior::Body { body, cache_control } => (200, body, cache_control, None),
+        Behavior::Status { status, body, location } => (status, body, None, location),
+        Behavior::Drop => return false,
+        Behavior::Slow(..) => unreachable!(),
+    };
+    let mut resp = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nServer: vault-standin/1.17\r\nX-Vault-Index: secret-index\r\nSet-Cookie: vault-session=secret\r\nStrict-Transport-Security: max-age=1\r\n",
+        body.len()
+    );
+    if let Some(cc) = cc {
+        resp.push_str(&format!("Cache-Control: {cc}\r\n"));
+    }
+    if let Some(l) = location {
+        resp.push_str(&format!("Location: {l}\r\n"));
+    }
+    resp.push_str("\r\n");
+    resp.push_str(&body);
+    stream.write_all(resp.as_bytes()).await.is_ok()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one test binary, real sockets, the proxy in-process or
+//! as the built binary, and one kind of issuer stand-in.
+
+mod common;
+
+mod cache;
+mod cli;
+mod core;
+mod hostile;
