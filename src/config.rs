@@ -180,7 +180,12 @@ impl Config {
         let cx = Cx { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| cx.line_of(s.start)).unwrap_or(1);
-            ConfigError::Syntax { path: path.display().to_string(), line, message: e.message().trim().to_string() }
+            // toml's type errors do not name the key: quote the line instead.
+            let message = match text.lines().nth(line - 1).map(str::trim).filter(|l| !l.is_empty()) {
+                Some(l) => format!("{} (in `{}`)", e.message().trim(), l.chars().take(120).collect::<String>()),
+                None => e.message().trim().to_string(),
+            };
+            ConfigError::Syntax { path: path.display().to_string(), line, message }
         })?;
         cx.validate(raw)
     }

@@ -11,8 +11,19 @@ const LEAKS: &[&str] = &["vault", "secret", "10.9.8.7", "sealed", "x-vault", "se
 fn assert_no_leak(r: &Resp) {
     for (n, v) in &r.headers {
         assert!(
-            ["content-type", "content-length", "cache-control", "x-content-type-options", "date", "age", "etag", "allow", "connection", "retry-after"]
-                .contains(&n.as_str()),
+            [
+                "content-type",
+                "content-length",
+                "cache-control",
+                "x-content-type-options",
+                "date",
+                "age",
+                "etag",
+                "allow",
+                "connection",
+                "retry-after"
+            ]
+            .contains(&n.as_str()),
             "unexpected response header {n}: {v}"
         );
         for leak in LEAKS {
@@ -25,11 +36,12 @@ fn assert_no_leak(r: &Resp) {
 async fn serves_plugin_wif_documents_byte_for_byte_with_our_headers() {
     let si = StandIn::start().await;
     let p = TestProxy::start(&config("", &vault_issuer("vault", &si.origin(), &["", "ns1/team-a"]))).await;
-    for path in [root_keys().to_string(), root_discovery().to_string(), ns_keys("ns1/team-a"), ns_discovery("ns1/team-a")] {
+    for path in
+        [root_keys().to_string(), root_discovery().to_string(), ns_keys("ns1/team-a"), ns_discovery("ns1/team-a")]
+    {
         let r = p.get(&path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
-        let expected =
-            if path.ends_with("keys") { standin::jwks("k1") } else { standin::discovery(PUBLIC_URL, &path) };
+        let expected = if path.ends_with("keys") { standin::jwks("k1") } else { standin::discovery(PUBLIC_URL, &path) };
         assert_eq!(r.text(), expected, "{path}: body must be byte-identical");
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.header("content-length"), Some(expected.len().to_string().as_str()));
@@ -94,7 +106,11 @@ async fn every_kind_has_exactly_its_paths() {
     assert_eq!(r.status, 200, "host match is case-insensitive and ignores the port");
     req = b"GET /keys HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n".to_vec();
     assert_eq!(parse_responses(&raw(p.addr, &req).await, false).remove(0).status, 404);
-    let h2 = h2_requests(p.addr, vec![http::Request::get("https://spire.example.com/keys").body(Default::default()).unwrap()]).await;
+    let h2 = h2_requests(
+        p.addr,
+        vec![http::Request::get("https://spire.example.com/keys").body(Default::default()).unwrap()],
+    )
+    .await;
     assert_eq!(h2[0].as_ref().expect("h2").status, 200, "h2 :authority routes too");
     for r in si.requests() {
         assert_fixed_request(&r, si.addr);
@@ -151,21 +167,38 @@ async fn upstream_failures_map_to_fixed_errors() {
     let cases: Vec<(&str, Behavior, u16)> = vec![
         ("sealed", Behavior::sealed(), 503),
         ("standby", Behavior::standby(), 502),
-        ("error", Behavior::Status { status: 500, body: r#"{"errors":["internal error at 10.9.8.7"]}"#.into(), location: None }, 502),
-        ("forbidden", Behavior::Status { status: 403, body: r#"{"errors":["permission denied"]}"#.into(), location: None }, 502),
+        (
+            "error",
+            Behavior::Status {
+                status: 500,
+                body: r#"{"errors":["internal error at 10.9.8.7"]}"#.into(),
+                location: None,
+            },
+            502,
+        ),
+        (
+            "forbidden",
+            Behavior::Status { status: 403, body: r#"{"errors":["permission denied"]}"#.into(), location: None },
+            502,
+        ),
         ("missing", Behavior::Status { status: 404, body: r#"{"errors":[]}"#.into(), location: None }, 404),
         ("slow", Behavior::Slow(Duration::from_millis(1500), Box::new(Behavior::Vault)), 504),
         ("malformed", Behavior::Body { body: "{\"keys\":[{\"kty\":\"RSA\"}".into(), cache_control: None }, 502),
         ("html", Behavior::Body { body: "<html>vault secret</html>".into(), cache_control: None }, 502),
         ("nokty", Behavior::Body { body: r#"{"keys":[{"kid":"a"}]}"#.into(), cache_control: None }, 502),
-        ("oversized", Behavior::Body { body: format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(5000)), cache_control: None }, 502),
+        (
+            "oversized",
+            Behavior::Body { body: format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(5000)), cache_control: None },
+            502,
+        ),
         ("dropped", Behavior::Drop, 502),
     ];
     let ns: Vec<&str> = cases.iter().map(|c| c.0).collect();
     for (name, b, _) in &cases {
         si.set(&ns_keys(name), b.clone());
     }
-    let issuer = vault_issuer("vault", &si.origin(), &ns).replace("upstream_timeout = \"1s\"", "upstream_timeout = \"1s\"\nmax_document_bytes = 4096");
+    let issuer = vault_issuer("vault", &si.origin(), &ns)
+        .replace("upstream_timeout = \"1s\"", "upstream_timeout = \"1s\"\nmax_document_bytes = 4096");
     let p = TestProxy::start(&config("", &issuer)).await;
     // Let the start-up prefetch settle so each case is answered from its first failure.
     tokio::time::sleep(Duration::from_millis(1700)).await;

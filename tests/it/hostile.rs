@@ -181,7 +181,11 @@ fn corpus() -> Vec<(String, Vec<u8>, Vec<u16>)> {
     ] {
         c.push((format!("header {h}"), req("GET", K, &format!("{h}\r\n")), vec![200]));
     }
-    c.push(("Host spoof".into(), format!("GET {K} HTTP/1.1\r\nHost: 127.0.0.1:8200\r\nConnection: close\r\n\r\n").into_bytes(), vec![200]));
+    c.push((
+        "Host spoof".into(),
+        format!("GET {K} HTTP/1.1\r\nHost: 127.0.0.1:8200\r\nConnection: close\r\n\r\n").into_bytes(),
+        vec![200],
+    ));
     c.push(("no Host".into(), format!("GET {K} HTTP/1.1\r\nConnection: close\r\n\r\n").into_bytes(), vec![400]));
     c.push((
         "two Hosts".into(),
@@ -195,8 +199,16 @@ fn corpus() -> Vec<(String, Vec<u8>, Vec<u16>)> {
     c.push(("space in target".into(), b"GET /v1/identity oidc HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), vec![]));
     c.push(("NUL in target".into(), format!("GET {K}\0 HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(), vec![]));
     c.push(("CR in target".into(), format!("GET {K}\rX HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(), vec![]));
-    c.push(("obs-fold".into(), format!("GET {K} HTTP/1.1\r\nHost: x\r\n X-Vault-Token: y\r\n\r\n").into_bytes(), vec![]));
-    c.push(("header without colon".into(), format!("GET {K} HTTP/1.1\r\nHost: x\r\nX-Vault-Token\r\n\r\n").into_bytes(), vec![]));
+    c.push((
+        "obs-fold".into(),
+        format!("GET {K} HTTP/1.1\r\nHost: x\r\n X-Vault-Token: y\r\n\r\n").into_bytes(),
+        vec![],
+    ));
+    c.push((
+        "header without colon".into(),
+        format!("GET {K} HTTP/1.1\r\nHost: x\r\nX-Vault-Token\r\n\r\n").into_bytes(),
+        vec![],
+    ));
     c.push(("huge header".into(), req("GET", K, &format!("X-Pad: {}\r\n", "a".repeat(20_000))), vec![]));
     c.push((
         "too many headers".into(),
@@ -206,7 +218,11 @@ fn corpus() -> Vec<(String, Vec<u8>, Vec<u16>)> {
     c.push(("huge target".into(), req("GET", &format!("{K}{}", "x".repeat(20_000)), ""), vec![]));
     c.push((
         "h2c upgrade".into(),
-        req("GET", K, "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+        req(
+            "GET",
+            K,
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+        ),
         vec![200],
     ));
     c.push((
@@ -217,7 +233,10 @@ fn corpus() -> Vec<(String, Vec<u8>, Vec<u16>)> {
     ));
     c.push((
         "pipelined after a body".into(),
-        format!("GET {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+        format!(
+            "GET {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .into_bytes(),
         vec![400],
     ));
     c.push(("fragment".into(), req("GET", &format!("{K}#frag"), ""), vec![200]));
@@ -231,7 +250,10 @@ async fn hostile_requests_never_reach_the_issuer() {
     // Short freshness so the issuer is asked often while the corpus runs.
     let cfg = config(
         "",
-        &format!("[cache]\nmin_ttl = \"100ms\"\nmax_ttl = \"100ms\"\n{}", vault_issuer("vault", &si.origin(), &["", "ns1/team-a"])),
+        &format!(
+            "[cache]\nmin_ttl = \"100ms\"\nmax_ttl = \"100ms\"\n{}",
+            vault_issuer("vault", &si.origin(), &["", "ns1/team-a"])
+        ),
     );
     let p = TestProxy::start(&cfg).await;
     let corpus = corpus();
@@ -280,11 +302,19 @@ async fn hostile_requests_over_h2() {
         ("cookie", "a=b"),
         ("host", "vault.internal"),
     ] {
-        requests.push(http::Request::get(format!("http://wif.example.com{K}")).header(n, v).body(Default::default()).unwrap());
+        requests.push(
+            http::Request::get(format!("http://wif.example.com{K}")).header(n, v).body(Default::default()).unwrap(),
+        );
         expected.push(true);
     }
     for m in ["POST", "PUT", "DELETE", "OPTIONS", "TRACE", "LIST"] {
-        requests.push(http::Request::builder().method(m).uri(format!("http://wif.example.com{K}")).body(Default::default()).unwrap());
+        requests.push(
+            http::Request::builder()
+                .method(m)
+                .uri(format!("http://wif.example.com{K}"))
+                .body(Default::default())
+                .unwrap(),
+        );
         expected.push(false);
     }
     let n = requests.len();

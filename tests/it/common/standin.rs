@@ -62,8 +62,10 @@ struct State {
     by_path: HashMap<String, Behavior>,
     /// Overrides every path when set.
     all: Option<Behavior>,
-    /// The public URL discovery documents claim (per path prefix override).
+    /// The public URL discovery documents claim.
     public_url: Option<String>,
+    /// Stopped: open connections are closed at their next request.
+    down: bool,
 }
 
 /// A running stand-in. Dropping it stops accepting.
@@ -94,8 +96,9 @@ impl StandIn {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting: new connections are refused.
+    /// Goes away: new connections are refused, pooled ones are closed.
     pub fn stop(&self) {
+        self.state.lock().unwrap().down = true;
         self.task.abort();
     }
 
@@ -134,7 +137,8 @@ pub fn jwks(kid: &str) -> String {
 /// A Vault-shaped discovery document for `path` published under `public`.
 pub fn discovery(public: &str, path: &str) -> String {
     let prefix = path.strip_suffix("/.well-known/openid-configuration").unwrap_or(path);
-    let jwks_uri = if prefix.is_empty() { format!("{public}/keys") } else { format!("{public}{prefix}/.well-known/keys") };
+    let jwks_uri =
+        if prefix.is_empty() { format!("{public}/keys") } else { format!("{public}{prefix}/.well-known/keys") };
     format!(
         r#"{{"issuer":"{public}{prefix}","jwks_uri":"{jwks_uri}","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256","ES256","EdDSA"]}}"#
     )
@@ -166,9 +170,13 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             .filter(|l| !l.is_empty())
             .filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string())))
             .collect();
-        let had_body = headers.iter().any(|(n, _)| n == "content-length" || n == "transfer-encoding") || !buf.is_empty();
+        let had_body =
+            headers.iter().any(|(n, _)| n == "content-length" || n == "transfer-encoding") || !buf.is_empty();
         let (behavior, public) = {
             let mut st = state.lock().unwrap();
+            if st.down {
+                return;
+            }
             st.requests.push(Recorded { method, target: target.clone(), version, headers, had_body });
             let b = st.all.clone().or_else(|| st.by_path.get(&target).cloned()).unwrap_or(Behavior::Vault);
             (b, st.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string()))
