@@ -16,7 +16,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -39,10 +39,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&shared, &req)) }
             });
-            let io = TokioIo::new(crate::idle::IdleTimeout::new(stream, Duration::from_secs(30)));
+            let io = TokioIo::new(crate::timeouts::Timeouts::new(
+                stream,
+                Duration::from_secs(30),
+                Some(Duration::from_secs(5)),
+            ));
             let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
+                .header_read_timeout(None)
                 .serve_connection(io, service)
                 .await;
         });

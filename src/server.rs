@@ -1,9 +1,9 @@
 //! Listeners and connections: accept, count, time out, serve, drain.
 //!
 //! Limits are applied in order of cost: the global connection cap before
-//! anything is read, hyper's header-size, header-count and header-read-time
-//! limits before a request exists, the idle timeout for the whole life of the
-//! connection, and h2 stream limits on top. Shutdown stops accepting at once
+//! anything is read, hyper's header-size and header-count limits and our
+//! request-head deadline before a request exists, the idle timeout for the
+//! whole life of the connection, and h2 stream limits on top. Shutdown stops accepting at once
 //! and lets in-flight requests finish within `shutdown_grace`.
 
 use std::convert::Infallible;
@@ -22,9 +22,9 @@ use tokio::sync::Semaphore;
 
 use crate::admin;
 use crate::config::ServerConfig;
-use crate::idle::IdleTimeout;
 use crate::proxy::{self, ConnInfo};
 use crate::state::Shared;
+use crate::timeouts::Timeouts;
 
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
@@ -128,7 +128,7 @@ fn serve_connection(
         let info = Arc::clone(&info);
         async move { Ok::<_, Infallible>(proxy::serve(&shared, &info, req).await) }
     });
-    let io = TokioIo::new(IdleTimeout::new(stream, cfg.idle_timeout));
+    let io = TokioIo::new(Timeouts::new(stream, cfg.idle_timeout, Some(cfg.header_read_timeout)));
     http_builder(cfg).serve_connection(io, service).into_owned()
 }
 
@@ -136,8 +136,9 @@ fn serve_connection(
 fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
+        // Our Timeouts wrapper enforces the head deadline; hyper's timer
+        // would also cut idle keep-alive connections (see timeouts.rs).
+        .header_read_timeout(None)
         .max_buf_size(cfg.max_header_bytes.max(8192))
         .max_headers(cfg.max_headers)
         .keep_alive(true)

@@ -7,3 +7,4 @@ mod cache;
 mod cli;
 mod core;
 mod hostile;
+mod limits;
