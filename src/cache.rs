@@ -84,6 +84,8 @@ pub struct Entry {
     pub body: Bytes,
     /// Strong validator: a hash of the body.
     pub etag: HeaderValue,
+    /// Pre-built, so the hit path formats nothing it can avoid.
+    pub content_length: HeaderValue,
     pub fetched: Instant,
     pub fetched_wall: SystemTime,
     pub ttl: Duration,
@@ -101,6 +103,7 @@ impl Entry {
         tag.push('"');
         Entry {
             etag: HeaderValue::from_str(&tag).expect("hex is a valid header value"),
+            content_length: HeaderValue::from(body.len()),
             body,
             fetched,
             fetched_wall,

@@ -116,7 +116,7 @@ pub fn document(entry: &Entry, now: Instant, not_modified: bool) -> Response<Bod
         let mut r = Response::new(Full::new(entry.body.clone()));
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, JSON);
-        h.insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        h.insert(CONTENT_LENGTH, entry.content_length.clone());
         r
     };
     let h = resp.headers_mut();

@@ -247,3 +247,41 @@ async fn not_ready_names_the_missing_document() {
     let reasons = v["not_ready"].to_string();
     assert!(reasons.contains(&ns_keys("gone")) && reasons.contains("404"), "{reasons}");
 }
+
+#[tokio::test]
+async fn https_upstreams_need_the_right_ca_and_client_certificate() {
+    let pki = pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write(dir.path());
+    let plain_tls = StandIn::start_tls(pki.server_config(false)).await;
+    let mtls = StandIn::start_tls(pki.server_config(true)).await;
+    let issuer = |name: &str, si: &StandIn, ns: &str, extra: &str| {
+        format!("{}{extra}\n", vault_issuer(name, &si.origin(), &[ns]))
+    };
+    let ca = format!("upstream_ca = \"{}\"", files.ca.display());
+    let client = format!(
+        "{ca}\nupstream_client_cert = \"{}\"\nupstream_client_key = \"{}\"",
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    let issuers = [
+        issuer("tls-ca", &plain_tls, "a", &ca),
+        issuer("tls-system-roots", &plain_tls, "b", ""),
+        issuer("mtls-no-client-cert", &mtls, "c", &ca),
+        issuer("mtls", &mtls, "d", &client),
+    ]
+    .concat();
+    let p = TestProxy::start(&config("", &issuers)).await;
+    assert_eq!(p.get(&ns_keys("a")).await.status, 200, "custom CA bundle");
+    let r = p.get(&ns_keys("b")).await;
+    assert_eq!(r.status, 502, "an unknown CA is not trusted");
+    assert_no_leak(&r);
+    assert_eq!(p.get(&ns_keys("c")).await.status, 502, "the upstream requires a client certificate");
+    assert_eq!(p.get(&ns_keys("d")).await.status, 200, "client certificate presented");
+    assert_eq!(plain_tls.count(&ns_keys("b")), 0, "no request was sent over an untrusted connection");
+    for si in [&plain_tls, &mtls] {
+        for r in si.requests() {
+            assert_fixed_request(&r, si.addr);
+        }
+    }
+}

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// The public origin the stand-in's discovery documents claim by default.
 pub const PUBLIC_URL: &str = "https://wif.example.com";
@@ -66,6 +66,7 @@ struct State {
     public_url: Option<String>,
     /// Stopped: open connections are closed at their next request.
     down: bool,
+    https: bool,
 }
 
 /// A running stand-in. Dropping it stops accepting.
@@ -78,22 +79,44 @@ pub struct StandIn {
 
 impl StandIn {
     pub async fn start() -> StandIn {
+        Self::start_with(None).await
+    }
+
+    /// An https stand-in with this TLS configuration.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> StandIn {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stand-in");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let st = Arc::clone(&state);
+        let https = tls.is_some();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let st = Arc::clone(&st);
-                tokio::spawn(async move { serve(stream, st).await });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                serve(s, st).await
+                            }
+                        }
+                        None => serve(stream, st).await,
+                    }
+                });
             }
         });
+        state.lock().unwrap().https = https;
         StandIn { addr, state, task: Arc::new(task) }
     }
 
     pub fn origin(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.lock().unwrap().https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Goes away: new connections are refused, pooled ones are closed.
@@ -144,7 +167,7 @@ pub fn discovery(public: &str, path: &str) -> String {
     )
 }
 
-async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<Mutex<State>>) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // Read one request head.
@@ -188,7 +211,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
 }
 
 /// Writes the answer; false when the connection should end.
-async fn respond(stream: &mut TcpStream, mut b: Behavior, target: &str, public: &str) -> bool {
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, mut b: Behavior, target: &str, public: &str) -> bool {
     while let Behavior::Slow(d, inner) = b {
         tokio::time::sleep(d).await;
         b = *inner;
