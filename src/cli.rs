@@ -34,6 +34,12 @@ pub enum Command {
     Run,
     /// Validate the configuration and print exactly what will be exposed.
     Check,
+    /// Load the ip_allow sources; print their prefix counts and, for each IP
+    /// given, whether it is allowed and by which source and prefix.
+    Ranges {
+        /// Addresses to classify.
+        ips: Vec<std::net::IpAddr>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,8 +51,9 @@ pub enum LogFormat {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
         Some(Command::Check) => check(&cli.config),
+        Some(Command::Ranges { ips }) => ranges(&cli.config, &ips),
         None | Some(Command::Run) => run(&cli),
     }
 }
@@ -94,6 +101,59 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `wif-proxy ranges`: what the source-address allowlist contains.
+fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = runtime.block_on(async {
+        let started = std::time::Instant::now();
+        crate::ipranges::Ranges::load(&config.ip_allow, None).await.map(|r| (r, started.elapsed()))
+    });
+    let (ranges, took) = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = match ranges.mode {
+        crate::config::IpAllowMode::Off => "off",
+        crate::config::IpAllowMode::Report => "report",
+        crate::config::IpAllowMode::Enforce => "enforce",
+    };
+    println!("ip_allow mode {mode}; {} sources loaded in {} ms", ranges.sources.len(), took.as_millis());
+    for s in &ranges.sources {
+        let prefixes = s.prefixes.load();
+        let v4 = prefixes.iter().filter(|n| matches!(n, ipnet::IpNet::V4(_))).count();
+        println!(
+            "source {} ({}): {} prefixes ({v4} IPv4, {} IPv6)",
+            s.config.name,
+            s.config.format.as_str(),
+            prefixes.len(),
+            prefixes.len() - v4
+        );
+    }
+    for ip in ips {
+        match ranges.explain(*ip) {
+            Some((source, net)) => println!("{ip}: allowed by {source} {net}"),
+            None => println!("{ip}: denied (in no source)"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn run(cli: &Cli) -> ExitCode {
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -116,7 +176,7 @@ fn run(cli: &Cli) -> ExitCode {
 async fn serve(path: &Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
-    let shared = Shared::load(path)?;
+    let shared = Shared::load(path).await?;
     let server = Server::bind(shared).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -124,7 +184,7 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     let reloader = std::sync::Arc::clone(server.shared());
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match reloader.reload() {
+            match reloader.reload().await {
                 Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
                 Err(e) => tracing::error!("SIGHUP: configuration rejected, still serving the previous one: {e}"),
             }

@@ -11,8 +11,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::clientip;
+use crate::ipset::{self, IpSet};
 
 /// Vault path segments that can never be namespace names.
 pub const RESERVED_NAMESPACES: &[&str] = &["root", "sys", "audit", "auth", "cubbyhole", "identity"];
@@ -31,7 +35,122 @@ pub struct Config {
     pub server: ServerConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub client_ip: ClientIpConfig,
+    pub rate_limit: RateLimitConfig,
+    pub ip_allow: IpAllowConfig,
     pub issuers: Vec<IssuerConfig>,
+}
+
+/// Where client addresses come from (see [`clientip`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIpConfig {
+    pub source: clientip::Source,
+    pub trusted_proxies: IpSet,
+    pub proxy_protocol_timeout: Duration,
+}
+
+/// Request rate limits (see `ratelimit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second per client address (IPv6: per prefix).
+    pub per_client: u32,
+    pub per_client_burst: u32,
+    /// Sustained requests per second for all clients together.
+    pub global: u32,
+    pub global_burst: u32,
+    pub ipv6_prefix: u8,
+    pub exempt: IpSet,
+    /// Bound on tracked client addresses; beyond it new ones share a bucket.
+    pub max_clients: usize,
+}
+
+/// What the source-address allowlist does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpAllowMode {
+    Off,
+    /// Log and count what would be denied, deny nothing.
+    Report,
+    Enforce,
+}
+
+/// The source-address allowlist (see `ipranges`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpAllowConfig {
+    pub mode: IpAllowMode,
+    /// How often URL sources are fetched again.
+    pub refresh: Duration,
+    /// Where fetched URL sources are kept (last good copy).
+    pub state_dir: Option<PathBuf>,
+    pub sources: Vec<RangeSourceConfig>,
+}
+
+/// The published range formats wif-proxy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFormat {
+    /// One CIDR or address per line, `#` comments (Cloudflare's lists).
+    Cidrs,
+    /// AWS `ip-ranges.json`.
+    Aws,
+    /// GCP `cloud.json`.
+    Gcp,
+    /// Google `goog.json`.
+    Goog,
+    /// Azure Service Tags JSON.
+    Azure,
+    /// Oracle `public_ip_ranges.json`.
+    Oracle,
+}
+
+impl RangeFormat {
+    pub const NAMES: &'static str = "cidrs, aws, gcp, goog, azure, oracle";
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cidrs" => Self::Cidrs,
+            "aws" => Self::Aws,
+            "gcp" => Self::Gcp,
+            "goog" => Self::Goog,
+            "azure" => Self::Azure,
+            "oracle" => Self::Oracle,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cidrs => "cidrs",
+            Self::Aws => "aws",
+            Self::Gcp => "gcp",
+            Self::Goog => "goog",
+            Self::Azure => "azure",
+            Self::Oracle => "oracle",
+        }
+    }
+}
+
+/// Where a range source's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeLocation {
+    File(PathBuf),
+    Url(String),
+    Inline(Vec<IpNet>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSourceConfig {
+    pub name: String,
+    pub format: RangeFormat,
+    pub location: RangeLocation,
+    /// AWS `service` values (e.g. `EC2`, `AMAZON`); empty = all.
+    pub services: Vec<String>,
+    /// AWS or Oracle regions; empty = all.
+    pub regions: Vec<String>,
+    /// GCP scopes; empty = all.
+    pub scopes: Vec<String>,
+    /// Azure service tag names (`AzureActiveDirectory`, `AzureCloud.westeurope`)
+    /// or Oracle tags (`OCI`); empty = all.
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +169,8 @@ pub struct ServerConfig {
     /// Upper bound on the number of request headers (HTTP/1).
     pub max_headers: usize,
     pub h2_max_concurrent_streams: u32,
+    /// Open connections allowed per client address.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -205,8 +326,62 @@ struct RawConfig {
     server: Option<RawServer>,
     cache: Option<RawCache>,
     log: Option<RawLog>,
+    client_ip: Option<RawClientIp>,
+    rate_limit: Option<RawRateLimit>,
+    ip_allow: Option<RawIpAllow>,
     #[serde(default)]
     issuer: Vec<RawIssuer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClientIp {
+    source: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    proxy_protocol_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    enabled: Option<bool>,
+    per_client: Option<Spanned<i64>>,
+    per_client_burst: Option<Spanned<i64>>,
+    global: Option<Spanned<i64>>,
+    global_burst: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+    #[serde(default)]
+    exempt: Vec<Spanned<String>>,
+    max_clients: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIpAllow {
+    mode: Option<Spanned<String>>,
+    refresh: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    source: Vec<RawRangeSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRangeSource {
+    name: Spanned<String>,
+    format: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    cidrs: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    services: Vec<Spanned<String>>,
+    #[serde(default)]
+    regions: Vec<Spanned<String>>,
+    #[serde(default)]
+    scopes: Vec<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -222,6 +397,7 @@ struct RawServer {
     max_header_bytes: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
     h2_max_concurrent_streams: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +561,12 @@ impl Cx<'_> {
                 100,
                 1..=10_000,
             )? as u32,
+            max_connections_per_ip: self.int(
+                "server.max_connections_per_ip",
+                &s.max_connections_per_ip,
+                256,
+                1..=1_000_000,
+            )?,
         };
 
         let c = raw.cache.unwrap_or_default();
@@ -414,6 +596,9 @@ impl Cx<'_> {
         }
 
         let log = LogConfig { access: raw.log.and_then(|l| l.access).unwrap_or(true) };
+        let client_ip = self.client_ip(raw.client_ip.unwrap_or_default())?;
+        let rate_limit = self.rate_limit(raw.rate_limit.unwrap_or_default())?;
+        let ip_allow = self.ip_allow(raw.ip_allow.unwrap_or_default())?;
 
         if raw.issuer.is_empty() {
             return Err(self.whole("no [[issuer]] is configured: there would be nothing to serve"));
@@ -431,7 +616,177 @@ impl Cx<'_> {
             issuers.push(issuer);
         }
 
-        Ok(Config { source: self.path.to_path_buf(), server, cache, log, issuers })
+        Ok(Config { source: self.path.to_path_buf(), server, cache, log, client_ip, rate_limit, ip_allow, issuers })
+    }
+
+    fn nets(&self, field: &str, list: &[Spanned<String>]) -> Result<Vec<IpNet>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(j, v)| {
+                ipset::parse_net(v.get_ref()).ok_or_else(|| {
+                    self.invalid(
+                        &format!("{field}[{j}]"),
+                        v,
+                        "not a CIDR or address, e.g. \"10.0.0.0/8\" or \"2001:db8::/32\"",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn client_ip(&self, r: RawClientIp) -> Result<ClientIpConfig, ConfigError> {
+        let source = match &r.source {
+            None => clientip::Source::Peer,
+            Some(v) => match v.get_ref().as_str() {
+                "peer" => clientip::Source::Peer,
+                "proxy_protocol" => clientip::Source::ProxyProtocol,
+                "x_forwarded_for" => clientip::Source::XForwardedFor,
+                _ => {
+                    return Err(self.invalid(
+                        "client_ip.source",
+                        v,
+                        "expected one of peer, proxy_protocol, x_forwarded_for",
+                    ))
+                }
+            },
+        };
+        let trusted = self.nets("client_ip.trusted_proxies", &r.trusted_proxies)?;
+        if source != clientip::Source::Peer && trusted.is_empty() {
+            let v = r.source.as_ref().expect("set when not peer");
+            return Err(self.invalid(
+                "client_ip.source",
+                v,
+                "needs client_ip.trusted_proxies: the addresses of the load balancers allowed to name the client",
+            ));
+        }
+        Ok(ClientIpConfig {
+            source,
+            trusted_proxies: IpSet::new(&trusted),
+            proxy_protocol_timeout: self.duration(
+                "client_ip.proxy_protocol_timeout",
+                &r.proxy_protocol_timeout,
+                Duration::from_secs(3),
+                Duration::from_millis(10),
+            )?,
+        })
+    }
+
+    fn rate_limit(&self, r: RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
+        let n = |field: &str, v: &Option<Spanned<i64>>, default: usize| {
+            self.int(&format!("rate_limit.{field}"), v, default, 1..=u32::MAX as usize).map(|n| n as u32)
+        };
+        Ok(RateLimitConfig {
+            enabled: r.enabled.unwrap_or(true),
+            per_client: n("per_client", &r.per_client, 50)?,
+            per_client_burst: n("per_client_burst", &r.per_client_burst, 500)?,
+            global: n("global", &r.global, 20_000)?,
+            global_burst: n("global_burst", &r.global_burst, 40_000)?,
+            ipv6_prefix: self.int("rate_limit.ipv6_prefix", &r.ipv6_prefix, 64, 1..=128)? as u8,
+            exempt: IpSet::new(&self.nets("rate_limit.exempt", &r.exempt)?),
+            max_clients: self.int("rate_limit.max_clients", &r.max_clients, 100_000, 1..=10_000_000)?,
+        })
+    }
+
+    fn ip_allow(&self, r: RawIpAllow) -> Result<IpAllowConfig, ConfigError> {
+        let mode = match &r.mode {
+            None => IpAllowMode::Off,
+            Some(v) => match v.get_ref().as_str() {
+                "off" => IpAllowMode::Off,
+                "report" => IpAllowMode::Report,
+                "enforce" => IpAllowMode::Enforce,
+                _ => return Err(self.invalid("ip_allow.mode", v, "expected one of off, report, enforce")),
+            },
+        };
+        let mut sources: Vec<RangeSourceConfig> = Vec::new();
+        for (i, src) in r.source.iter().enumerate() {
+            let f = |name: &str| format!("ip_allow.source[{i}].{name}");
+            let name = src.name.get_ref().clone();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(self.invalid(&f("name"), &src.name, "must be 1 or more of A-Z a-z 0-9 - _"));
+            }
+            if sources.iter().any(|o| o.name == name) {
+                return Err(self.invalid(&f("name"), &src.name, "another source already has this name"));
+            }
+            let location = match (&src.file, &src.url, &src.cidrs) {
+                (Some(file), None, None) => RangeLocation::File(self.path_value(&f("file"), file)?),
+                (None, Some(url), None) => RangeLocation::Url(self.range_url(&f("url"), url)?),
+                (None, None, Some(list)) => RangeLocation::Inline(self.nets(&f("cidrs"), list)?),
+                _ => {
+                    return Err(self.invalid(&f("name"), &src.name, "a source has exactly one of file, url or cidrs"));
+                }
+            };
+            let format = match (&src.format, &location) {
+                (None, RangeLocation::Inline(_)) => RangeFormat::Cidrs,
+                (None, _) => {
+                    return Err(self.invalid(
+                        &f("name"),
+                        &src.name,
+                        format!("format is required: one of {}", RangeFormat::NAMES),
+                    ))
+                }
+                (Some(v), _) => RangeFormat::parse(v.get_ref()).ok_or_else(|| {
+                    self.invalid(&f("format"), v, format!("unknown format; expected one of {}", RangeFormat::NAMES))
+                })?,
+            };
+            let allowed: &[&str] = match format {
+                RangeFormat::Aws => &["services", "regions"],
+                RangeFormat::Gcp => &["scopes"],
+                RangeFormat::Azure => &["tags"],
+                RangeFormat::Oracle => &["regions", "tags"],
+                RangeFormat::Cidrs | RangeFormat::Goog => &[],
+            };
+            let filter = |field: &str, list: &[Spanned<String>]| -> Result<Vec<String>, ConfigError> {
+                match list.first() {
+                    Some(v) if !allowed.contains(&field) => {
+                        Err(self.invalid(&f(field), v, format!("format {} has no {field} filter", format.as_str())))
+                    }
+                    _ => Ok(list.iter().map(|v| v.get_ref().clone()).collect()),
+                }
+            };
+            sources.push(RangeSourceConfig {
+                name,
+                format,
+                location,
+                services: filter("services", &src.services)?,
+                regions: filter("regions", &src.regions)?,
+                scopes: filter("scopes", &src.scopes)?,
+                tags: filter("tags", &src.tags)?,
+            });
+        }
+        if mode != IpAllowMode::Off && sources.is_empty() {
+            let v = r.mode.as_ref().expect("set when not off");
+            return Err(self.invalid("ip_allow.mode", v, "needs at least one [[ip_allow.source]]"));
+        }
+        let has_url = sources.iter().any(|s| matches!(s.location, RangeLocation::Url(_)));
+        let state_dir = r.state_dir.as_ref().map(|d| self.path_value("ip_allow.state_dir", d)).transpose()?;
+        if has_url && state_dir.is_none() {
+            return Err(self.whole(
+                "ip_allow sources with a url need ip_allow.state_dir, where the last good copy is kept for restarts",
+            ));
+        }
+        Ok(IpAllowConfig {
+            mode,
+            refresh: self.duration(
+                "ip_allow.refresh",
+                &r.refresh,
+                Duration::from_secs(24 * 3600),
+                Duration::from_secs(1),
+            )?,
+            state_dir,
+            sources,
+        })
+    }
+
+    /// https, or plain http to a loopback address (for local mirrors and tests).
+    fn range_url(&self, field: &str, v: &Spanned<String>) -> Result<String, ConfigError> {
+        let uri: http::Uri = v.get_ref().parse().map_err(|_| self.invalid(field, v, "not a URL"))?;
+        let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        match uri.scheme_str() {
+            Some("https") => Ok(v.get_ref().clone()),
+            Some("http") if loopback => Ok(v.get_ref().clone()),
+            _ => Err(self.invalid(field, v, "must be an https URL (plain http only to a loopback address)")),
+        }
     }
 
     fn issuer(&self, i: usize, r: &RawIssuer, default_public_url: &str) -> Result<IssuerConfig, ConfigError> {

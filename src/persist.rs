@@ -104,22 +104,10 @@ impl Persist {
 
     /// Atomically replaces the file for `record`.
     pub fn save(&self, record: &Record) -> std::io::Result<()> {
-        let target = self.file_for(&record.key());
+        let mut bytes = serde_json::to_vec(record)?;
+        bytes.push(b'\n');
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            serde_json::to_writer(&mut f, record)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &target)?;
-            fs::File::open(&self.dir)?.sync_all()
-        };
-        let result = write();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        write_atomic(&self.file_for(&record.key()), &bytes, n)
     }
 
     /// Every readable, intact record; damaged files are reported and skipped.
@@ -150,6 +138,27 @@ impl Persist {
         }
         out
     }
+}
+
+/// Replaces `target` with `bytes` so that a reader sees the old file or the
+/// new one, never a mix, and a crash leaves one of the two: write a temp file
+/// in the same directory (mode 0600), fsync it, rename it over the target,
+/// fsync the directory. `unique` keeps concurrent writers' temp files apart.
+pub fn write_atomic(target: &Path, bytes: &[u8], unique: u64) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".tmp-{}-{unique}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, target)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn read_record(path: &Path) -> Result<Record, String> {

@@ -14,6 +14,7 @@ use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 
 use crate::cache::CacheStatus;
+use crate::clientip;
 use crate::response::{self, Body, Deny};
 use crate::routes::{host_name, DocKind};
 use crate::state::{Shared, Snapshot};
@@ -22,8 +23,10 @@ use crate::state::{Shared, Snapshot};
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    /// The client address requests are attributed to.
+    /// The client address (the peer, or what a PROXY header named).
     pub client_ip: IpAddr,
+    /// Behind a trusted X-Forwarded-For proxy: the client is per request.
+    pub forwarded: bool,
 }
 
 /// How a request was handled, for the access log.
@@ -37,16 +40,36 @@ enum Outcome<'a> {
 pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snap = shared.snapshot();
-    let (resp, outcome) = answer(&snap, &req).await;
+    let client = if conn.forwarded {
+        clientip::from_forwarded_for(conn.peer.ip(), req.headers(), &snap.config.client_ip.trusted_proxies)
+    } else {
+        conn.client_ip
+    };
+    let (resp, outcome) = answer(&snap, conn, client, &req).await;
     if snap.config.log.access {
-        access_log(conn, &req, &resp, &outcome, started);
+        access_log(client, &req, &resp, &outcome, started);
     }
     resp
 }
 
-async fn answer<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> (Response<Body>, Outcome<'s>) {
+async fn answer<'s>(
+    snap: &'s Snapshot,
+    conn: &ConnInfo,
+    client: IpAddr,
+    req: &Request<Incoming>,
+) -> (Response<Body>, Outcome<'s>) {
     let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
 
+    // 0. Who may ask, and how often: before any other work. (An address
+    //    known at accept time was checked against the allowlist there.)
+    if conn.forwarded && !snap.ranges.admit(client) {
+        return deny(Deny::Ip);
+    }
+    if let Some(limit) = &snap.rate_limit {
+        if let Err(wait) = limit.check(client) {
+            return (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit));
+        }
+    }
     // 1. Only GET and HEAD (hyper answers HEAD from the same response, minus the body).
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return deny(Deny::Method);
@@ -112,13 +135,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
     }
 }
 
-fn access_log(
-    conn: &ConnInfo,
-    req: &Request<Incoming>,
-    resp: &Response<Body>,
-    outcome: &Outcome<'_>,
-    started: Instant,
-) {
+fn access_log(client: IpAddr, req: &Request<Incoming>, resp: &Response<Body>, outcome: &Outcome<'_>, started: Instant) {
     let target = req.uri().path_and_query().map_or("", |p| p.as_str());
     let bytes = if req.method() == Method::HEAD { 0 } else { resp.body().size_hint().exact().unwrap_or(0) };
     let (issuer, doc, cache, deny) = match outcome {
@@ -128,7 +145,7 @@ fn access_log(
     };
     tracing::info!(
         target: "access",
-        client = %conn.client_ip,
+        client = %client,
         method = %req.method(),
         target = %escape(target, 256),
         version = ?req.version(),

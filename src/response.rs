@@ -36,6 +36,10 @@ pub enum Deny {
     Path,
     /// The `*`-namespace cache is full.
     Capacity,
+    /// The client address is outside the source-address allowlist.
+    Ip,
+    /// The client (or everybody) is over its request rate.
+    RateLimit,
 }
 
 impl Deny {
@@ -47,6 +51,8 @@ impl Deny {
             Deny::Host => "host",
             Deny::Path => "path",
             Deny::Capacity => "capacity",
+            Deny::Ip => "ip",
+            Deny::RateLimit => "rate_limit",
         }
     }
 
@@ -56,6 +62,8 @@ impl Deny {
             Deny::Body | Deny::Host => StatusCode::BAD_REQUEST,
             Deny::Target | Deny::Path => StatusCode::NOT_FOUND,
             Deny::Capacity => StatusCode::SERVICE_UNAVAILABLE,
+            Deny::Ip => StatusCode::FORBIDDEN,
+            Deny::RateLimit => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -99,6 +107,14 @@ pub fn error(status: StatusCode) -> Response<Body> {
         }
         _ => {}
     }
+    resp
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1).
+pub fn too_many_requests(wait: std::time::Duration) -> Response<Body> {
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
     resp
 }
 

@@ -1,29 +1,34 @@
 //! Listeners and connections: accept, count, time out, serve, drain.
 //!
 //! Limits are applied in order of cost: the global connection cap before
-//! anything is read, hyper's header-size and header-count limits and our
+//! anything is read, the PROXY header, the source-address allowlist and the
+//! per-address cap once the client is known, hyper's header-size and header-count limits and our
 //! request-head deadline before a request exists, the idle timeout for the
 //! whole life of the connection, and h2 stream limits on top. Shutdown stops accepting at once
 //! and lets in-flight requests finish within `shutdown_grace`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::admin;
+use crate::clientip::{self, Prefixed};
 use crate::config::ServerConfig;
 use crate::proxy::{self, ConnInfo};
 use crate::state::Shared;
+use crate::throttle::Throttle;
 use crate::timeouts::Timeouts;
 
 /// A bound proxy, ready to [`run`](Server::run).
@@ -65,6 +70,7 @@ impl Server {
         let admin_task = tokio::spawn(admin::serve(admin, Arc::clone(&shared)));
         let max = shared.snapshot().config.server.max_connections;
         let conns = Arc::new(Semaphore::new(max));
+        let per_ip = Arc::new(PerIp::default());
         let graceful = GracefulShutdown::new();
 
         shared.snapshot().prefetch();
@@ -92,13 +98,9 @@ impl Server {
                 tracing::debug!(peer = %peer, "max_connections reached; closing new connection");
                 continue;
             };
-            let cfg = shared.snapshot().config.server.clone();
-            let conn = serve_connection(&cfg, Arc::clone(&shared), stream, peer);
-            let watched = graceful.watch(conn);
+            let (shared, per_ip, watcher) = (Arc::clone(&shared), Arc::clone(&per_ip), graceful.watcher());
             tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(peer = %peer, "connection ended: {e}");
-                }
+                handle_connection(shared, per_ip, watcher, stream, peer).await;
                 drop(permit);
             });
         }
@@ -114,22 +116,117 @@ impl Server {
     }
 }
 
-/// The hyper connection for one accepted socket.
-fn serve_connection(
-    cfg: &ServerConfig,
+/// One accepted connection, from its first byte to its end.
+///
+/// Order of work, cheapest first: the PROXY header (only from trusted peers,
+/// under its own timeout), then the source-address allowlist and the
+/// per-address connection cap when the client address is known now, then HTTP.
+async fn handle_connection(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    per_ip: Arc<PerIp>,
+    watcher: Watcher,
+    mut stream: TcpStream,
     peer: SocketAddr,
-) -> impl hyper_util::server::graceful::GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> {
+) {
     let _ = stream.set_nodelay(true);
-    let info = Arc::new(ConnInfo { peer, client_ip: peer.ip().to_canonical() });
+    let snap = shared.snapshot();
+    let cfg = &snap.config;
+    let (client_ip, already_read) = match cfg.client_ip.source {
+        clientip::Source::ProxyProtocol => {
+            let header = clientip::read_proxy_header(
+                &mut stream,
+                peer,
+                &cfg.client_ip.trusted_proxies,
+                cfg.client_ip.proxy_protocol_timeout,
+            )
+            .await;
+            match header {
+                Ok((named, rest)) => (named.map_or(peer.ip(), |a| a.ip()).to_canonical(), rest),
+                Err(e) => {
+                    if let Some(left_out) = PROXY_REFUSED.allow() {
+                        tracing::warn!(peer = %peer, left_out, "closing connection: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+        clientip::Source::Peer | clientip::Source::XForwardedFor => (peer.ip().to_canonical(), Bytes::new()),
+    };
+    // Behind an X-Forwarded-For proxy the client is only known per request
+    // (proxy.rs checks it there), and the peer is the proxy: no cap on it.
+    let forwarded = cfg.client_ip.source == clientip::Source::XForwardedFor;
+    let _slot = if forwarded {
+        None
+    } else {
+        if !snap.ranges.admit(client_ip) {
+            return;
+        }
+        match per_ip.acquire(client_ip, cfg.server.max_connections_per_ip) {
+            Some(slot) => Some(slot),
+            None => {
+                if let Some(left_out) = PER_IP_REFUSED.allow() {
+                    tracing::warn!(client = %client_ip, left_out, "closing connection: max_connections_per_ip reached");
+                }
+                return;
+            }
+        }
+    };
+    let info = Arc::new(ConnInfo { peer, client_ip, forwarded });
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let info = Arc::clone(&info);
         async move { Ok::<_, Infallible>(proxy::serve(&shared, &info, req).await) }
     });
-    let io = TokioIo::new(Timeouts::new(stream, cfg.idle_timeout, Some(cfg.header_read_timeout)));
-    http_builder(cfg).serve_connection(io, service).into_owned()
+    let io = Prefixed::new(already_read, stream);
+    let io = TokioIo::new(Timeouts::new(io, cfg.server.idle_timeout, Some(cfg.server.header_read_timeout)));
+    let builder = http_builder(&cfg.server);
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+        tracing::debug!(peer = %peer, "connection ended: {e}");
+    }
+}
+
+static PROXY_REFUSED: Throttle = Throttle::new();
+static PER_IP_REFUSED: Throttle = Throttle::new();
+
+/// Open connections per client address. Bounded by `max_connections`
+/// entries, since every entry is an open connection.
+#[derive(Debug, Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounted when dropped.
+struct PerIpSlot {
+    tracker: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PerIpSlot> {
+        let mut counts = self.lock();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot { tracker: Arc::clone(self), ip })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.tracker.lock();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// hyper's HTTP/1.1 + h2 server with every limit set explicitly.

@@ -15,7 +15,9 @@ use arc_swap::ArcSwap;
 
 use crate::cache::{Policy, Slot, SlotKey, Source};
 use crate::config::{Config, ConfigError, IssuerConfig};
+use crate::ipranges::Ranges;
 use crate::persist::Persist;
+use crate::ratelimit::RateLimit;
 use crate::routes::{self, DocKind, Lookup, Routes};
 use crate::upstream::Upstream;
 
@@ -46,6 +48,10 @@ pub struct Snapshot {
     pub dynamic: DynamicDocs,
     pub policy: Policy,
     pub persist: Option<Arc<Persist>>,
+    /// The source-address allowlist.
+    pub ranges: Arc<Ranges>,
+    /// `None` when `rate_limit.enabled = false`.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -59,7 +65,7 @@ pub enum LoadError {
 
 impl Snapshot {
     /// Builds a snapshot, reusing slots and upstream pools from `previous`.
-    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, LoadError> {
+    pub fn build(config: Config, previous: Option<&Snapshot>, ranges: Arc<Ranges>) -> Result<Snapshot, LoadError> {
         let err = |message: String| LoadError::Build { path: config.source.display().to_string(), message };
         let routes = Routes::build(&config).map_err(err)?;
         let persist = match &config.cache.dir {
@@ -93,7 +99,14 @@ impl Snapshot {
             })
             .collect();
         let dynamic = DynamicDocs::new(config.cache.max_dynamic_entries);
-        let snapshot = Snapshot { config, routes, issuers, docs, dynamic, policy, persist };
+        // Keep the limiter (and what it knows about clients) when its settings did not change.
+        let rate_limit = config.rate_limit.enabled.then(|| {
+            match previous.and_then(|p| p.rate_limit.as_ref()).filter(|l| *l.config() == config.rate_limit) {
+                Some(l) => Arc::clone(l),
+                None => RateLimit::new(&config.rate_limit),
+            }
+        });
+        let snapshot = Snapshot { config, routes, issuers, docs, dynamic, policy, persist, ranges, rate_limit };
         if let Some(prev) = previous {
             // Carry `*`-namespace documents over when their issuer still matches them.
             let carried: Vec<Arc<Slot>> = prev.dynamic.slots();
@@ -259,7 +272,7 @@ impl DynamicDocs {
 #[derive(Debug)]
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
-    reload: Mutex<()>,
+    reload: tokio::sync::Mutex<()>,
     /// Set once the public listener is accepting.
     pub listening: AtomicBool,
 }
@@ -268,7 +281,7 @@ impl Shared {
     pub fn new(snapshot: Snapshot) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            reload: Mutex::new(()),
+            reload: tokio::sync::Mutex::new(()),
             listening: AtomicBool::new(false),
         })
     }
@@ -285,10 +298,11 @@ impl Shared {
     /// Re-reads the configuration file and swaps it in, or keeps the current
     /// one and says why. Listener addresses are bound once: a change to them
     /// is reported and needs a restart.
-    pub fn reload(&self) -> Result<(), LoadError> {
-        let _one_at_a_time = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn reload(&self) -> Result<(), LoadError> {
+        let _one_at_a_time = self.reload.lock().await;
         let current = self.snapshot();
         let config = Config::load(&current.config.source)?;
+        let ranges = load_ranges(&config, Some(&current.ranges)).await?;
         for (what, old, new) in [
             ("server.listen", current.config.server.listen, config.server.listen),
             ("server.admin_listen", current.config.server.admin_listen, config.server.admin_listen),
@@ -297,17 +311,24 @@ impl Shared {
                 tracing::warn!(field = what, old = %old, new = %new, "listener addresses change only on restart; still listening on the old address");
             }
         }
-        let next = Snapshot::build(config, Some(&current))?;
+        let next = Snapshot::build(config, Some(&current), ranges)?;
         next.prefetch();
         self.snapshot.store(Arc::new(next));
         Ok(())
     }
 
     /// Loads `path`, builds the first snapshot and restores persisted documents.
-    pub fn load(path: &Path) -> Result<Arc<Shared>, LoadError> {
+    pub async fn load(path: &Path) -> Result<Arc<Shared>, LoadError> {
         let config = Config::load(path)?;
-        let snapshot = Snapshot::build(config, None)?;
+        let ranges = load_ranges(&config, None).await?;
+        let snapshot = Snapshot::build(config, None, ranges)?;
         snapshot.restore_persisted();
         Ok(Shared::new(snapshot))
     }
+}
+
+async fn load_ranges(config: &Config, previous: Option<&Arc<Ranges>>) -> Result<Arc<Ranges>, LoadError> {
+    Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()))
+        .await
+        .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })
 }

@@ -264,7 +264,7 @@ async fn issuer_guard_warns_reports_and_enforces() {
     // Fixing Vault's issuer clears the finding.
     strict.set_public_url(PUBLIC_URL);
     si.set_public_url(PUBLIC_URL);
-    p.shared.reload().expect("reload");
+    p.shared.reload().await.expect("reload");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = p.get(&ns_discovery("strict")).await;
     assert_eq!(r.status, 200, "{}", r.text());

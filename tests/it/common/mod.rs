@@ -93,7 +93,7 @@ impl TestProxy {
     pub async fn start_in(dir: tempfile::TempDir, text: &str) -> TestProxy {
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, text).expect("write config");
-        let shared = Shared::load(&path).unwrap_or_else(|e| panic!("config rejected: {e}\n{text}"));
+        let shared = Shared::load(&path).await.unwrap_or_else(|e| panic!("config rejected: {e}\n{text}"));
         let server = Server::bind(Arc::clone(&shared)).await.expect("bind");
         let (addr, admin) = (server.public_addr(), server.admin_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
