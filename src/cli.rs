@@ -53,7 +53,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Check) => check(&cli.config),
-        Some(Command::Ranges { ips }) => ranges(&cli.config, &ips),
+        Some(Command::Ranges { ips }) => ranges(&cli.config, ips),
         None | Some(Command::Run) => run(&cli),
     }
 }

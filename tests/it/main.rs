@@ -5,6 +5,8 @@ mod common;
 
 mod cache;
 mod cli;
+mod clients;
 mod core;
 mod hostile;
 mod limits;
+mod ranges;
