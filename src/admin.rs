@@ -93,6 +93,15 @@ pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
     if !listening {
         not_ready.push(json!({"reason": "public listener is not accepting"}));
     }
+    let mut certificates = serde_json::Map::new();
+    if let Some(tls) = &shared.tls {
+        if let Err(why) = tls.ready() {
+            not_ready.push(json!({"reason": format!("tls: {why}")}));
+        }
+        for (host, not_after) in tls.expiry().iter() {
+            certificates.insert(host.clone(), json!(humantime::format_rfc3339_seconds(*not_after).to_string()));
+        }
+    }
     let ready = not_ready.is_empty();
     let body = json!({
         "ready": ready,
@@ -101,6 +110,7 @@ pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
         "documents": {"total": snap.docs.len(), "servable": served},
         "not_ready": not_ready,
         "issuer_mismatch": mismatches,
+        "certificates": certificates,
     });
     (ready, body)
 }

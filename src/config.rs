@@ -38,8 +38,66 @@ pub struct Config {
     pub client_ip: ClientIpConfig,
     pub rate_limit: RateLimitConfig,
     pub ip_allow: IpAllowConfig,
+    pub tls: TlsConfig,
     pub issuers: Vec<IssuerConfig>,
 }
+
+/// TLS on the public listener (see `tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// A connection must finish its TLS handshake within this.
+    pub handshake_timeout: Duration,
+    /// `Strict-Transport-Security` value on TLS responses; `None` to omit.
+    pub hsts: Option<String>,
+    /// Optional plain-HTTP listener: ACME HTTP-01, redirects for allowlisted paths.
+    pub http_listen: Option<SocketAddr>,
+    /// `files` mode: certificate chains and keys; hosts come from their SANs.
+    pub certificates: Vec<CertificateFiles>,
+    /// How often certificate files are checked for changes.
+    pub reload_interval: Duration,
+    /// `acme` mode settings.
+    pub acme: Option<AcmeSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Off,
+    Files,
+    Acme,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    TlsAlpn01,
+    Http01,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// One certificate per domain (SNI picks it).
+    pub domains: Vec<String>,
+    /// `mailto:` URIs.
+    pub contact: Vec<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Extra trust root for the directory (Pebble, step-ca).
+    pub directory_ca: Option<PathBuf>,
+    /// Account and certificates, written atomically with mode 0600.
+    pub cache_dir: PathBuf,
+    pub challenge: AcmeChallenge,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// Where client addresses come from (see [`clientip`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,8 +387,41 @@ struct RawConfig {
     client_ip: Option<RawClientIp>,
     rate_limit: Option<RawRateLimit>,
     ip_allow: Option<RawIpAllow>,
+    tls: Option<RawTls>,
     #[serde(default)]
     issuer: Vec<RawIssuer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    mode: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<String>>,
+    hsts: Option<Spanned<String>>,
+    http_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    certificate: Vec<RawCertificate>,
+    reload_interval: Option<Spanned<String>>,
+    acme: Option<RawAcme>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    contact: Vec<Spanned<String>>,
+    directory: Option<Spanned<String>>,
+    directory_ca: Option<Spanned<String>>,
+    cache_dir: Option<Spanned<String>>,
+    challenge: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -599,6 +690,7 @@ impl Cx<'_> {
         let client_ip = self.client_ip(raw.client_ip.unwrap_or_default())?;
         let rate_limit = self.rate_limit(raw.rate_limit.unwrap_or_default())?;
         let ip_allow = self.ip_allow(raw.ip_allow.unwrap_or_default())?;
+        let tls = self.tls(raw.tls.unwrap_or_default(), &server)?;
 
         if raw.issuer.is_empty() {
             return Err(self.whole("no [[issuer]] is configured: there would be nothing to serve"));
@@ -616,7 +708,171 @@ impl Cx<'_> {
             issuers.push(issuer);
         }
 
-        Ok(Config { source: self.path.to_path_buf(), server, cache, log, client_ip, rate_limit, ip_allow, issuers })
+        Ok(Config {
+            source: self.path.to_path_buf(),
+            server,
+            cache,
+            log,
+            client_ip,
+            rate_limit,
+            ip_allow,
+            tls,
+            issuers,
+        })
+    }
+
+    fn tls(&self, r: RawTls, server: &ServerConfig) -> Result<TlsConfig, ConfigError> {
+        let mode = match &r.mode {
+            None => TlsMode::Off,
+            Some(v) => match v.get_ref().as_str() {
+                "off" => TlsMode::Off,
+                "files" => TlsMode::Files,
+                "acme" => TlsMode::Acme,
+                _ => return Err(self.invalid("tls.mode", v, "expected one of off, files, acme")),
+            },
+        };
+        let http_listen =
+            r.http_listen.as_ref().map(|v| self.addr("tls.http_listen", &Some(v.clone()), "")).transpose()?;
+        if let Some(addr) = http_listen {
+            if addr.port() != 0 && (addr == server.listen || addr == server.admin_listen) {
+                let v = r.http_listen.as_ref().expect("set");
+                return Err(self.invalid(
+                    "tls.http_listen",
+                    v,
+                    "must differ from server.listen and server.admin_listen",
+                ));
+            }
+        }
+        let mut certificates = Vec::new();
+        for (i, c) in r.certificate.iter().enumerate() {
+            certificates.push(CertificateFiles {
+                cert: self.path_value(&format!("tls.certificate[{i}].cert"), &c.cert)?,
+                key: self.path_value(&format!("tls.certificate[{i}].key"), &c.key)?,
+            });
+        }
+        let acme = match &r.acme {
+            None => None,
+            Some(a) => {
+                let mut domains = Vec::new();
+                for (j, d) in a.domains.iter().enumerate() {
+                    let v = d.get_ref().to_ascii_lowercase();
+                    let ok = !v.is_empty()
+                        && v.contains('.')
+                        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                        && !v.starts_with(['.', '-'])
+                        && !v.ends_with('.');
+                    if !ok {
+                        return Err(self.invalid(
+                            &format!("tls.acme.domains[{j}]"),
+                            d,
+                            "a fully qualified DNS name such as \"wif.example.com\"",
+                        ));
+                    }
+                    domains.push(v);
+                }
+                let contact = a
+                    .contact
+                    .iter()
+                    .map(|c| {
+                        let v = c.get_ref();
+                        if v.starts_with("mailto:") {
+                            v.clone()
+                        } else {
+                            format!("mailto:{v}")
+                        }
+                    })
+                    .collect();
+                let directory = match &a.directory {
+                    None => LETS_ENCRYPT.to_string(),
+                    Some(v) => match v.get_ref().as_str() {
+                        "letsencrypt" => LETS_ENCRYPT.to_string(),
+                        "letsencrypt-staging" => LETS_ENCRYPT_STAGING.to_string(),
+                        url if url.starts_with("https://") && url.parse::<http::Uri>().is_ok() => url.to_string(),
+                        _ => {
+                            return Err(self.invalid(
+                                "tls.acme.directory",
+                                v,
+                                "letsencrypt, letsencrypt-staging or an https URL",
+                            ))
+                        }
+                    },
+                };
+                let challenge = match &a.challenge {
+                    None => AcmeChallenge::TlsAlpn01,
+                    Some(v) => match v.get_ref().as_str() {
+                        "tls-alpn-01" => AcmeChallenge::TlsAlpn01,
+                        "http-01" => AcmeChallenge::Http01,
+                        _ => return Err(self.invalid("tls.acme.challenge", v, "expected tls-alpn-01 or http-01")),
+                    },
+                };
+                if challenge == AcmeChallenge::Http01 && http_listen.is_none() {
+                    let v = a.challenge.as_ref().expect("set");
+                    return Err(self.invalid(
+                        "tls.acme.challenge",
+                        v,
+                        "http-01 needs tls.http_listen (port 80 as the CA sees it)",
+                    ));
+                }
+                let cache_dir = match &a.cache_dir {
+                    Some(v) => self.path_value("tls.acme.cache_dir", v)?,
+                    None => return Err(self.whole("tls.acme.cache_dir is required: the account and certificates must survive restarts (Let's Encrypt rate-limits re-issuance)")),
+                };
+                if domains.is_empty() {
+                    return Err(self.whole("tls.acme.domains is empty"));
+                }
+                Some(AcmeSettings {
+                    domains,
+                    contact,
+                    directory,
+                    directory_ca: a
+                        .directory_ca
+                        .as_ref()
+                        .filter(|v| !v.get_ref().is_empty())
+                        .map(|v| self.path_value("tls.acme.directory_ca", v))
+                        .transpose()?,
+                    cache_dir,
+                    challenge,
+                })
+            }
+        };
+        match mode {
+            TlsMode::Files if certificates.is_empty() => {
+                return Err(self.whole("tls.mode = \"files\" needs at least one [[tls.certificate]] with cert and key"));
+            }
+            TlsMode::Acme if acme.is_none() => {
+                return Err(self.whole("tls.mode = \"acme\" needs a [tls.acme] table with domains and cache_dir"));
+            }
+            _ => {}
+        }
+        let hsts = match &r.hsts {
+            Some(v) if v.get_ref().is_empty() => None,
+            Some(v) => {
+                if http::HeaderValue::from_str(v.get_ref()).is_err() {
+                    return Err(self.invalid("tls.hsts", v, "not a valid header value"));
+                }
+                Some(v.get_ref().clone())
+            }
+            None => Some("max-age=31536000".to_string()),
+        };
+        Ok(TlsConfig {
+            mode,
+            handshake_timeout: self.duration(
+                "tls.handshake_timeout",
+                &r.handshake_timeout,
+                Duration::from_secs(10),
+                Duration::from_millis(100),
+            )?,
+            hsts,
+            http_listen,
+            certificates,
+            reload_interval: self.duration(
+                "tls.reload_interval",
+                &r.reload_interval,
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+            )?,
+            acme,
+        })
     }
 
     fn nets(&self, field: &str, list: &[Spanned<String>]) -> Result<Vec<IpNet>, ConfigError> {

@@ -23,4 +23,5 @@ pub mod server;
 pub mod state;
 pub mod throttle;
 pub mod timeouts;
+pub mod tls;
 pub mod upstream;

@@ -9,14 +9,15 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST, IF_NONE_MATCH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, IF_NONE_MATCH, LOCATION, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING};
+use http::{HeaderValue, StatusCode};
 use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 
 use crate::cache::CacheStatus;
 use crate::clientip;
 use crate::response::{self, Body, Deny};
-use crate::routes::{host_name, DocKind};
+use crate::routes::{host_name, DocKind, Lookup};
 use crate::state::{Shared, Snapshot};
 
 /// What the server knows about a connection before any request.
@@ -27,13 +28,26 @@ pub struct ConnInfo {
     pub client_ip: IpAddr,
     /// Behind a trusted X-Forwarded-For proxy: the client is per request.
     pub forwarded: bool,
+    /// Arrived over TLS (responses carry HSTS).
+    pub tls: bool,
 }
 
 /// How a request was handled, for the access log.
 enum Outcome<'a> {
     Denied(Deny),
-    Served { issuer: &'a str, kind: DocKind, cache: CacheStatus },
-    Failed { issuer: &'a str, kind: DocKind },
+    Served {
+        issuer: &'a str,
+        kind: DocKind,
+        cache: CacheStatus,
+    },
+    Failed {
+        issuer: &'a str,
+        kind: DocKind,
+    },
+    /// Plain-HTTP listener: redirected to https.
+    Redirect,
+    /// Plain-HTTP listener: an ACME HTTP-01 answer.
+    Challenge,
 }
 
 /// Answers one public request.
@@ -45,7 +59,12 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> 
     } else {
         conn.client_ip
     };
-    let (resp, outcome) = answer(&snap, conn, client, &req).await;
+    let (mut resp, outcome) = answer(&snap, conn, client, &req).await;
+    if conn.tls {
+        if let Some(hsts) = &snap.hsts {
+            resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
     if snap.config.log.access {
         access_log(client, &req, &resp, &outcome, started);
     }
@@ -113,6 +132,66 @@ async fn answer<'s>(
     }
 }
 
+/// Answers a request on the plain-HTTP listener that sits beside TLS: ACME
+/// HTTP-01 challenges, a 308 to https for allowlisted paths (built from the
+/// issuer's public URL, never from the request's Host), 404 otherwise.
+pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let snap = shared.snapshot();
+    let (resp, outcome) = redirect_answer(shared, &snap, conn.client_ip, &req);
+    if snap.config.log.access {
+        access_log(conn.client_ip, &req, &resp, &outcome, started);
+    }
+    resp
+}
+
+fn redirect_answer<'s>(
+    shared: &Shared,
+    snap: &'s Snapshot,
+    client: IpAddr,
+    req: &Request<Incoming>,
+) -> (Response<Body>, Outcome<'s>) {
+    let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
+    if let Some(limit) = &snap.rate_limit {
+        if let Err(wait) = limit.check(client) {
+            return (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit));
+        }
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return deny(Deny::Method);
+    }
+    if has_body(req) {
+        return deny(Deny::Body);
+    }
+    let uri = req.uri();
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return deny(Deny::Target);
+    }
+    let target = uri.path_and_query().map_or("", |p| p.as_str());
+    if let Some(token) = target.strip_prefix("/.well-known/acme-challenge/") {
+        if let Some(key_auth) = shared.tls.as_ref().and_then(|t| t.http01_key_auth(token)) {
+            return (response::text(key_auth), Outcome::Challenge);
+        }
+        return deny(Deny::Path);
+    }
+    let Ok(host) = request_host(req) else {
+        return deny(Deny::Host);
+    };
+    let issuer = match snap.routes.lookup(host, target) {
+        Some(Lookup::Static(i)) => snap.routes.routes[i].issuer,
+        Some(Lookup::Dynamic { issuer, .. }) => issuer,
+        None => return deny(Deny::Path),
+    };
+    let issuer = &snap.issuers[issuer].config;
+    let location = format!("{}{target}", issuer.public_url.replacen("http://", "https://", 1));
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return deny(Deny::Target);
+    };
+    let mut resp = response::error(StatusCode::PERMANENT_REDIRECT);
+    resp.headers_mut().insert(LOCATION, location);
+    (resp, Outcome::Redirect)
+}
+
 /// A request has a body if it says so or sends one.
 fn has_body(req: &Request<Incoming>) -> bool {
     let h = req.headers();
@@ -142,6 +221,8 @@ fn access_log(client: IpAddr, req: &Request<Incoming>, resp: &Response<Body>, ou
         Outcome::Denied(d) => ("", "", "", d.as_str()),
         Outcome::Served { issuer, kind, cache } => (*issuer, kind.as_str(), cache.as_str(), ""),
         Outcome::Failed { issuer, kind } => (*issuer, kind.as_str(), "error", ""),
+        Outcome::Redirect => ("", "", "redirect", ""),
+        Outcome::Challenge => ("", "", "acme-challenge", ""),
     };
     tracing::info!(
         target: "access",

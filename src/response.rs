@@ -79,6 +79,7 @@ pub fn error_body(status: StatusCode) -> &'static str {
         502 => r#"{"error":"bad_gateway","message":"the issuer did not return a valid document"}"#,
         503 => r#"{"error":"unavailable","message":"the issuer is unavailable and no cached document may be served"}"#,
         504 => r#"{"error":"gateway_timeout","message":"the issuer did not answer in time"}"#,
+        308 => r#"{"error":"moved","message":"use https"}"#,
         _ => r#"{"error":"internal_error"}"#,
     }
 }
@@ -107,6 +108,16 @@ pub fn error(status: StatusCode) -> Response<Body> {
         }
         _ => {}
     }
+    resp
+}
+
+/// A plain-text 200 (ACME HTTP-01 key authorizations).
+pub fn text(body: String) -> Response<Body> {
+    let len = body.len();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
     resp
 }
 

@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -30,12 +31,15 @@ use crate::proxy::{self, ConnInfo};
 use crate::state::Shared;
 use crate::throttle::Throttle;
 use crate::timeouts::Timeouts;
+use crate::tls::Accepted;
 
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
     shared: Arc<Shared>,
     public: TcpListener,
     admin: TcpListener,
+    /// `tls.http_listen`: ACME HTTP-01 and redirects to https.
+    http: Option<TcpListener>,
 }
 
 impl Server {
@@ -49,7 +53,16 @@ impl Server {
         };
         let public = bind(cfg.listen, "server.listen").await?;
         let admin = bind(cfg.admin_listen, "server.admin_listen").await?;
-        Ok(Server { shared, public, admin })
+        let http = match shared.snapshot().config.tls.http_listen {
+            Some(addr) => Some(bind(addr, "tls.http_listen").await?),
+            None => None,
+        };
+        Ok(Server { shared, public, admin, http })
+    }
+
+    /// The plain-HTTP listener's address, when there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -66,8 +79,9 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { shared, public, admin } = self;
+        let Server { shared, public, admin, http } = self;
         let admin_task = tokio::spawn(admin::serve(admin, Arc::clone(&shared)));
+        let http_task = http.map(|l| tokio::spawn(serve_http_listener(l, Arc::clone(&shared))));
         let max = shared.snapshot().config.server.max_connections;
         let conns = Arc::new(Semaphore::new(max));
         let per_ip = Arc::new(PerIp::default());
@@ -113,6 +127,9 @@ impl Server {
             tracing::warn!("shutdown_grace expired with connections still open; closing them");
         }
         admin_task.abort();
+        if let Some(t) = http_task {
+            t.abort();
+        }
     }
 }
 
@@ -158,9 +175,6 @@ async fn handle_connection(
     let _slot = if forwarded {
         None
     } else {
-        if !snap.ranges.admit(client_ip) {
-            return;
-        }
         match per_ip.acquire(client_ip, cfg.server.max_connections_per_ip) {
             Some(slot) => Some(slot),
             None => {
@@ -171,17 +185,70 @@ async fn handle_connection(
             }
         }
     };
-    let info = Arc::new(ConnInfo { peer, client_ip, forwarded });
+    let admit = || forwarded || snap.ranges.admit(client_ip);
+    let io = Prefixed::new(already_read, stream);
+    match &shared.tls {
+        None => {
+            if !admit() {
+                return;
+            }
+            let info = ConnInfo { peer, client_ip, forwarded, tls: false };
+            serve_http(io, info, Arc::clone(&shared), &cfg.server, watcher).await;
+        }
+        Some(tls) => match tls.accept(io, admit).await {
+            Ok(Accepted::Http(stream)) => {
+                let info = ConnInfo { peer, client_ip, forwarded, tls: true };
+                serve_http(stream, info, Arc::clone(&shared), &cfg.server, watcher).await;
+            }
+            Ok(Accepted::Challenge) => tracing::info!(peer = %peer, "tls: answered an ACME TLS-ALPN-01 validation"),
+            Err(e) => tracing::debug!(peer = %peer, "closing connection: {e}"),
+        },
+    }
+}
+
+/// HTTP/1.1 and h2 on an established stream, with our deadlines.
+async fn serve_http<I>(io: I, info: ConnInfo, shared: Arc<Shared>, cfg: &ServerConfig, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    let info = Arc::new(info);
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let info = Arc::clone(&info);
         async move { Ok::<_, Infallible>(proxy::serve(&shared, &info, req).await) }
     });
-    let io = Prefixed::new(already_read, stream);
-    let io = TokioIo::new(Timeouts::new(io, cfg.server.idle_timeout, Some(cfg.server.header_read_timeout)));
-    let builder = http_builder(&cfg.server);
+    let io = TokioIo::new(Timeouts::new(io, cfg.idle_timeout, Some(cfg.header_read_timeout)));
+    let builder = http_builder(cfg);
     if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
         tracing::debug!(peer = %peer, "connection ended: {e}");
+    }
+}
+
+/// The plain-HTTP listener next to a TLS one: ACME HTTP-01 answers and
+/// redirects to https. It serves no documents.
+async fn serve_http_listener(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("http_listen accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let cfg = shared.snapshot().config.server.clone();
+            let info = Arc::new(ConnInfo { peer, client_ip: peer.ip().to_canonical(), forwarded: false, tls: false });
+            let service = service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                let info = Arc::clone(&info);
+                async move { Ok::<_, Infallible>(proxy::serve_redirect(&shared, &info, req).await) }
+            });
+            let io = TokioIo::new(Timeouts::new(stream, cfg.idle_timeout, Some(cfg.header_read_timeout)));
+            let _ = http_builder(&cfg).serve_connection(io, service).await;
+        });
     }
 }
 

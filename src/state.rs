@@ -19,6 +19,7 @@ use crate::ipranges::Ranges;
 use crate::persist::Persist;
 use crate::ratelimit::RateLimit;
 use crate::routes::{self, DocKind, Lookup, Routes};
+use crate::tls::Tls;
 use crate::upstream::Upstream;
 
 /// A served document: its cache slot and where it comes from.
@@ -52,6 +53,8 @@ pub struct Snapshot {
     pub ranges: Arc<Ranges>,
     /// `None` when `rate_limit.enabled = false`.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// `Strict-Transport-Security` for TLS responses.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -106,7 +109,8 @@ impl Snapshot {
                 None => RateLimit::new(&config.rate_limit),
             }
         });
-        let snapshot = Snapshot { config, routes, issuers, docs, dynamic, policy, persist, ranges, rate_limit };
+        let hsts = config.tls.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
+        let snapshot = Snapshot { config, routes, issuers, docs, dynamic, policy, persist, ranges, rate_limit, hsts };
         if let Some(prev) = previous {
             // Carry `*`-namespace documents over when their issuer still matches them.
             let carried: Vec<Arc<Slot>> = prev.dynamic.slots();
@@ -275,14 +279,17 @@ pub struct Shared {
     reload: tokio::sync::Mutex<()>,
     /// Set once the public listener is accepting.
     pub listening: AtomicBool,
+    /// TLS on the public listener; `None` when `tls.mode = "off"`.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+    pub fn new(snapshot: Snapshot, tls: Option<Arc<Tls>>) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             reload: tokio::sync::Mutex::new(()),
             listening: AtomicBool::new(false),
+            tls,
         })
     }
 
@@ -311,7 +318,13 @@ impl Shared {
                 tracing::warn!(field = what, old = %old, new = %new, "listener addresses change only on restart; still listening on the old address");
             }
         }
+        if config.tls.mode != current.config.tls.mode || config.tls.acme != current.config.tls.acme {
+            tracing::warn!("tls.mode and tls.acme change only on restart; keeping the running TLS setup");
+        }
         let next = Snapshot::build(config, Some(&current), ranges)?;
+        if let Some(tls) = &self.tls {
+            tls.reload(&next.config.tls);
+        }
         next.prefetch();
         self.snapshot.store(Arc::new(next));
         Ok(())
@@ -321,9 +334,11 @@ impl Shared {
     pub async fn load(path: &Path) -> Result<Arc<Shared>, LoadError> {
         let config = Config::load(path)?;
         let ranges = load_ranges(&config, None).await?;
+        let tls = Tls::start(&config.tls)
+            .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })?;
         let snapshot = Snapshot::build(config, None, ranges)?;
         snapshot.restore_persisted();
-        Ok(Shared::new(snapshot))
+        Ok(Shared::new(snapshot, tls))
     }
 }
 

@@ -10,3 +10,4 @@ mod core;
 mod hostile;
 mod limits;
 mod ranges;
+mod tls;

@@ -77,6 +77,8 @@ pub fn ns_discovery(ns: &str) -> String {
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// `tls.http_listen`, when configured.
+    pub http: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -95,12 +97,12 @@ impl TestProxy {
         std::fs::write(&path, text).expect("write config");
         let shared = Shared::load(&path).await.unwrap_or_else(|e| panic!("config rejected: {e}\n{text}"));
         let server = Server::bind(Arc::clone(&shared)).await.expect("bind");
-        let (addr, admin) = (server.public_addr(), server.admin_addr());
+        let (addr, admin, http) = (server.public_addr(), server.admin_addr(), server.http_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        TestProxy { addr, admin, shared, dir, stop: Some(tx), task: Some(task) }
+        TestProxy { addr, admin, http, shared, dir, stop: Some(tx), task: Some(task) }
     }
 
     pub fn config_path(&self) -> PathBuf {
