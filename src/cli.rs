@@ -93,7 +93,18 @@ fn check(path: &Path) -> ExitCode {
     }
     let s = &config.server;
     println!("{}: configuration is valid", path.display());
-    println!("public listener {} (plain HTTP), admin listener {} (/healthz, /readyz)", s.listen, s.admin_listen);
+    let tls = match config.tls.mode {
+        crate::config::TlsMode::Off => "plain HTTP".to_string(),
+        crate::config::TlsMode::Files => format!("TLS from {} certificate file pair(s)", config.tls.certificates.len()),
+        crate::config::TlsMode::Acme => {
+            let domains = config.tls.acme.as_ref().map(|a| a.domains.join(", ")).unwrap_or_default();
+            format!("TLS via ACME for {domains}")
+        }
+    };
+    println!("public listener {} ({tls}), admin listener {} (/healthz, /readyz)", s.listen, s.admin_listen);
+    if let Some(http) = config.tls.http_listen {
+        println!("plain-HTTP listener {http}: ACME HTTP-01 and 308 redirects to https for the paths below");
+    }
     println!("public URL {}", s.public_url);
     println!();
     println!("Exposed (exact request targets; anything else is answered by the proxy and never forwarded):");

@@ -3,6 +3,7 @@
 
 mod common;
 
+pub mod acme;
 mod cache;
 mod cli;
 mod clients;

@@ -264,3 +264,51 @@ async fn tls_settings_are_validated() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("x.pem") && stderr.contains("expired"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sslscan_finds_no_weak_protocol_or_cipher() {
+    if !crate::acme::require("sslscan") {
+        return;
+    }
+    let si = StandIn::start().await;
+    let pki = Pki::new();
+    let files = Files::new();
+    files.write("s", &pki.leaf(&["wif.example.com"], -1, 30));
+    let p = TestProxy::start(&config(
+        "",
+        &format!("{}{}", tls_config(&files, &["s"], ""), vault_issuer("v", &si.origin(), &[""])),
+    ))
+    .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("sslscan")
+            .args(["--no-colour", "--sni-name=wif.example.com", &p.addr.to_string()])
+            .output(),
+    )
+    .await
+    .expect("sslscan finished")
+    .expect("sslscan ran");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for proto in ["SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(proto))
+            .unwrap_or_else(|| panic!("{proto} not reported:\n{text}"));
+        assert!(line.contains("disabled"), "{line}\n{text}");
+    }
+    for proto in ["TLSv1.2", "TLSv1.3"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(proto))
+            .unwrap_or_else(|| panic!("{proto} not reported:\n{text}"));
+        assert!(line.contains("enabled"), "{line}");
+    }
+    let accepted: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("Preferred") || l.starts_with("Accepted")).collect();
+    assert!(!accepted.is_empty(), "{text}");
+    for line in accepted {
+        let strong =
+            (line.contains("GCM") || line.contains("CHACHA20")) && (line.contains("TLSv1.3") || line.contains("ECDHE"));
+        assert!(strong, "weak suite accepted: {line}");
+    }
+}
