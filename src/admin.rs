@@ -20,6 +20,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::document::Facts;
+use crate::metrics::{unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, SourceLabels};
+use crate::routes::DocKind;
 use crate::state::Shared;
 
 /// Serves the admin endpoints until the task is aborted.
@@ -58,6 +61,12 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/metrics" => {
+            let text = shared.metrics.encode(|m| fill_state(shared, m));
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            resp
+        }
         "/readyz" => {
             let (ready, body) = readiness(shared);
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -113,6 +122,39 @@ pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
         "certificates": certificates,
     });
     (ready, body)
+}
+
+/// Sets the gauges that describe current state, from the live snapshot.
+fn fill_state(shared: &Shared, m: &Metrics) {
+    let snap = shared.snapshot();
+    let now = std::time::Instant::now();
+    for doc in &snap.docs {
+        let issuer = snap.issuers[doc.issuer].config.name.clone();
+        let labels =
+            DocumentLabels { issuer: issuer.clone(), document: doc.kind.as_str(), namespace: doc.namespace.clone() };
+        let ns = NamespaceLabels { issuer, namespace: doc.namespace.clone() };
+        if let Some(entry) = doc.slot.entry() {
+            m.document_age.get_or_create(&labels).set(now.saturating_duration_since(entry.fetched).as_secs_f64());
+            m.document_stale.get_or_create(&labels).set(i64::from(now >= entry.fresh_until()));
+            if let Facts::Keys { count } = entry.facts {
+                m.jwks_keys.get_or_create(&ns).set(count as i64);
+                m.jwks_last_change.get_or_create(&ns).set(doc.slot.changed.get() as i64);
+            }
+        }
+        if doc.kind == DocKind::Discovery {
+            m.issuer_mismatch.get_or_create(&ns).set(i64::from(doc.slot.mismatch().is_some()));
+        }
+    }
+    if let Some(tls) = &shared.tls {
+        for (host, not_after) in tls.expiry().iter() {
+            m.certificate_expiry.get_or_create(&HostLabels { host: host.clone() }).set(unix_seconds(*not_after));
+        }
+    }
+    for s in &snap.ranges.sources {
+        let labels = SourceLabels { source: s.config.name.clone() };
+        m.range_prefixes.get_or_create(&labels).set(s.prefixes.load().len() as i64);
+        m.range_last_refresh.get_or_create(&labels).set(s.loaded_at.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    }
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
 use crate::document::{self, Facts};
+use crate::metrics::{ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
 use crate::persist::{Persist, Record};
 use crate::routes::{DocKind, Expected};
 use crate::upstream::{FetchError, Freshness, Upstream};
@@ -76,6 +77,7 @@ pub struct Source {
     pub vault: bool,
     pub policy: Policy,
     pub persist: Option<Arc<Persist>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One good document, ready to serve.
@@ -162,6 +164,8 @@ pub struct Slot {
     mismatch: ArcSwapOption<String>,
     /// For the log: only changes of state are logged.
     failing: Mutex<Option<&'static str>>,
+    /// When the document's bytes last changed (the key set, for a JWKS).
+    pub changed: ChangeStamp,
 }
 
 impl Slot {
@@ -175,6 +179,7 @@ impl Slot {
             refreshing: AtomicBool::new(false),
             mismatch: ArcSwapOption::empty(),
             failing: Mutex::new(None),
+            changed: ChangeStamp::default(),
         }
     }
 
@@ -203,10 +208,12 @@ impl Slot {
                 if fresh_until - now <= entry.ttl / 10 {
                     self.refresh_in_background(src);
                 }
+                src.metrics.cache_event("hit");
                 return Ok((entry, CacheStatus::Hit));
             }
             if now < fresh_until + src.policy.max_stale {
                 self.refresh_in_background(src);
+                src.metrics.cache_event("stale");
                 return Ok((entry, CacheStatus::Stale));
             }
         }
@@ -215,10 +222,12 @@ impl Slot {
                 return Err(self.failure_status(&f.error));
             }
         }
+        src.metrics.cache_event("miss");
         let seen = self.attempts.load(Ordering::Acquire);
         let _guard = self.fetch.lock().await;
         if self.attempts.load(Ordering::Acquire) != seen {
             // Someone finished an attempt while we waited: share its result.
+            src.metrics.cache_event("coalesced");
             if let Some(entry) = self.entry.load_full() {
                 if Instant::now() < entry.fresh_until() + src.policy.max_stale {
                     return Ok((entry, CacheStatus::Miss));
@@ -252,6 +261,7 @@ impl Slot {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
+        src.metrics.cache_event("refresh");
         let (slot, src) = (Arc::clone(self), Arc::clone(src));
         tokio::spawn(async move {
             if let Ok(_guard) = slot.fetch.try_lock() {
@@ -274,12 +284,21 @@ impl Slot {
 
     /// One upstream attempt; the caller holds `self.fetch`.
     async fn attempt(&self, src: &Source) -> Result<Arc<Entry>, FetchError> {
+        let started = Instant::now();
         let result = match src.upstream.fetch(&self.key.path).await {
             Ok(fetched) => self.accept(src, fetched.body, src.policy.ttl(fetched.freshness)),
             Err(e) => Err(e),
         };
+        let issuer = IssuerLabels { issuer: self.key.issuer.to_string() };
+        src.metrics.upstream_duration.get_or_create(&issuer).observe(started.elapsed().as_secs_f64());
+        let outcome = result.as_ref().map_or_else(FetchError::label, |_| "ok");
+        src.metrics.upstream_requests.get_or_create(&UpstreamLabels { issuer: issuer.issuer.clone(), outcome }).inc();
+        src.metrics.upstream_up.get_or_create(&issuer).set(i64::from(result.is_ok()));
         let result = match result {
             Ok((body, ttl, facts)) => {
+                if self.entry.load().as_ref().is_none_or(|old| old.body != body) {
+                    self.changed.set_now();
+                }
                 let entry = Arc::new(Entry::new(body, ttl, facts, Instant::now(), SystemTime::now()));
                 self.entry.store(Some(Arc::clone(&entry)));
                 self.failure.store(None);
@@ -290,6 +309,7 @@ impl Slot {
                 Ok(entry)
             }
             Err(e) => {
+                src.metrics.cache_event("error");
                 let consecutive = self.failure.load().as_ref().map_or(1, |f| f.consecutive.saturating_add(1));
                 let wait = if e == FetchError::NotFound {
                     src.policy.negative_ttl
@@ -386,6 +406,7 @@ impl Slot {
         let now = Instant::now();
         let fetched = now.checked_sub(age.max(ttl)).unwrap_or(now);
         let entry = Entry::new(body, ttl, facts, fetched, fetched_wall);
+        self.changed.set(record.fetched_at_ms / 1000);
         self.entry.store(Some(Arc::new(entry)));
         Ok(())
     }

@@ -130,7 +130,7 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
     };
     let loaded = runtime.block_on(async {
         let started = std::time::Instant::now();
-        crate::ipranges::Ranges::load(&config.ip_allow, None).await.map(|r| (r, started.elapsed()))
+        crate::ipranges::Ranges::load(&config.ip_allow, None, Default::default()).await.map(|r| (r, started.elapsed()))
     });
     let (ranges, took) = match loaded {
         Ok(r) => r,

@@ -192,13 +192,19 @@ pub struct Ranges {
     pub sources: Vec<SourceState>,
     set: ArcSwap<IpSet>,
     state_dir: Option<PathBuf>,
+    /// Report mode's count of what it would have denied.
+    would_deny: prometheus_client::metrics::counter::Counter,
 }
 
 impl Ranges {
     /// Loads every source. File and inline sources must parse; URL sources
     /// are fetched (or, on failure, read from `state_dir`). `previous` lends
     /// its URL data on reloads, so a SIGHUP does not refetch.
-    pub async fn load(config: &IpAllowConfig, previous: Option<&Ranges>) -> Result<Arc<Ranges>, String> {
+    pub async fn load(
+        config: &IpAllowConfig,
+        previous: Option<&Ranges>,
+        would_deny: prometheus_client::metrics::counter::Counter,
+    ) -> Result<Arc<Ranges>, String> {
         let mut sources = Vec::with_capacity(config.sources.len());
         for src in &config.sources {
             let reused = previous.and_then(|p| {
@@ -235,22 +241,13 @@ impl Ranges {
             set: ArcSwap::from_pointee(IpSet::default()),
             sources,
             state_dir: config.state_dir.clone(),
+            would_deny,
         });
         ranges.rebuild();
         if ranges.sources.iter().any(|s| matches!(s.config.location, RangeLocation::Url(_))) {
             tokio::spawn(refresh_forever(Arc::downgrade(&ranges), config.refresh));
         }
         Ok(ranges)
-    }
-
-    /// An allowlist that is off.
-    pub fn off() -> Arc<Ranges> {
-        Arc::new(Ranges {
-            mode: IpAllowMode::Off,
-            sources: Vec::new(),
-            set: ArcSwap::from_pointee(IpSet::default()),
-            state_dir: None,
-        })
     }
 
     /// The allowlist's verdict for `ip`, logged (throttled) when it would
@@ -261,6 +258,9 @@ impl Ranges {
         }
         static DENIED: crate::throttle::Throttle = crate::throttle::Throttle::new();
         let enforce = self.mode == IpAllowMode::Enforce;
+        if !enforce {
+            self.would_deny.inc();
+        }
         if let Some(left_out) = DENIED.allow() {
             if enforce {
                 tracing::warn!(client = %ip, left_out, "ip_allow: denied an address outside every source");

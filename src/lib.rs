@@ -14,6 +14,7 @@ pub mod config;
 pub mod document;
 pub mod ipranges;
 pub mod ipset;
+pub mod metrics;
 pub mod persist;
 pub mod proxy;
 pub mod ratelimit;

@@ -16,6 +16,7 @@ use hyper::body::{Body as _, Incoming};
 
 use crate::cache::CacheStatus;
 use crate::clientip;
+use crate::metrics::{status_class, Metrics, RequestLabels};
 use crate::response::{self, Body, Deny};
 use crate::routes::{host_name, DocKind, Lookup};
 use crate::state::{Shared, Snapshot};
@@ -65,10 +66,27 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> 
             resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
+    record(&snap.metrics, &resp, &outcome, started);
     if snap.config.log.access {
         access_log(client, &req, &resp, &outcome, started);
     }
     resp
+}
+
+fn record(metrics: &Metrics, resp: &Response<Body>, outcome: &Outcome<'_>, started: Instant) {
+    metrics.request_duration.observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Outcome::Denied(d) => metrics.deny(d.as_str()),
+        Outcome::Served { issuer, kind, .. } | Outcome::Failed { issuer, kind } => {
+            let labels = RequestLabels {
+                issuer: (*issuer).to_string(),
+                document: kind.as_str(),
+                status_class: status_class(resp.status().as_u16()),
+            };
+            metrics.requests.get_or_create(&labels).inc();
+        }
+        Outcome::Redirect | Outcome::Challenge => {}
+    }
 }
 
 async fn answer<'s>(

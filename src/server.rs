@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use crate::admin;
 use crate::clientip::{self, Prefixed};
 use crate::config::ServerConfig;
+use crate::metrics::ConnectionGauge;
 use crate::proxy::{self, ConnInfo};
 use crate::state::Shared;
 use crate::throttle::Throttle;
@@ -109,6 +110,7 @@ impl Server {
                 }
             };
             let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+                shared.metrics.deny("conn_limit");
                 tracing::debug!(peer = %peer, "max_connections reached; closing new connection");
                 continue;
             };
@@ -146,6 +148,8 @@ async fn handle_connection(
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
+    let metrics = Arc::clone(&shared.metrics);
+    let _open = ConnectionGauge::open(&metrics.connections_active);
     let snap = shared.snapshot();
     let cfg = &snap.config;
     let (client_ip, already_read) = match cfg.client_ip.source {
@@ -160,6 +164,7 @@ async fn handle_connection(
             match header {
                 Ok((named, rest)) => (named.map_or(peer.ip(), |a| a.ip()).to_canonical(), rest),
                 Err(e) => {
+                    metrics.deny("proxy_protocol");
                     if let Some(left_out) = PROXY_REFUSED.allow() {
                         tracing::warn!(peer = %peer, left_out, "closing connection: {e}");
                     }
@@ -178,6 +183,7 @@ async fn handle_connection(
         match per_ip.acquire(client_ip, cfg.server.max_connections_per_ip) {
             Some(slot) => Some(slot),
             None => {
+                metrics.deny("conn_limit");
                 if let Some(left_out) = PER_IP_REFUSED.allow() {
                     tracing::warn!(client = %client_ip, left_out, "closing connection: max_connections_per_ip reached");
                 }
@@ -185,7 +191,13 @@ async fn handle_connection(
             }
         }
     };
-    let admit = || forwarded || snap.ranges.admit(client_ip);
+    let admit = || {
+        let ok = forwarded || snap.ranges.admit(client_ip);
+        if !ok {
+            metrics.deny("ip");
+        }
+        ok
+    };
     let io = Prefixed::new(already_read, stream);
     match &shared.tls {
         None => {

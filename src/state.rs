@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use crate::cache::{Policy, Slot, SlotKey, Source};
 use crate::config::{Config, ConfigError, IssuerConfig};
 use crate::ipranges::Ranges;
+use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::ratelimit::RateLimit;
 use crate::routes::{self, DocKind, Lookup, Routes};
@@ -29,6 +30,9 @@ pub struct Doc {
     pub source: Arc<Source>,
     pub issuer: usize,
     pub kind: DocKind,
+    /// The `namespace` metric label: the Vault namespace (`root` for the
+    /// root), with `/provider/<name>` for OIDC providers; the path otherwise.
+    pub namespace: String,
 }
 
 /// Per-issuer runtime state.
@@ -55,6 +59,7 @@ pub struct Snapshot {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// `Strict-Transport-Security` for TLS responses.
     pub hsts: Option<http::HeaderValue>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -68,7 +73,12 @@ pub enum LoadError {
 
 impl Snapshot {
     /// Builds a snapshot, reusing slots and upstream pools from `previous`.
-    pub fn build(config: Config, previous: Option<&Snapshot>, ranges: Arc<Ranges>) -> Result<Snapshot, LoadError> {
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        ranges: Arc<Ranges>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, LoadError> {
         let err = |message: String| LoadError::Build { path: config.source.display().to_string(), message };
         let routes = Routes::build(&config).map_err(err)?;
         let persist = match &config.cache.dir {
@@ -95,9 +105,10 @@ impl Snapshot {
                 let slot = old_slots.get(&key).cloned().unwrap_or_else(|| Arc::new(Slot::new(key)));
                 Doc {
                     slot,
-                    source: Arc::new(source(issuer, r.kind, &r.path, policy, persist.clone())),
+                    source: Arc::new(source(issuer, r.kind, &r.path, policy, persist.clone(), metrics)),
                     issuer: r.issuer,
                     kind: r.kind,
+                    namespace: namespace_label(&r.path),
                 }
             })
             .collect();
@@ -110,7 +121,19 @@ impl Snapshot {
             }
         });
         let hsts = config.tls.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
-        let snapshot = Snapshot { config, routes, issuers, docs, dynamic, policy, persist, ranges, rate_limit, hsts };
+        let snapshot = Snapshot {
+            config,
+            routes,
+            issuers,
+            docs,
+            dynamic,
+            policy,
+            persist,
+            ranges,
+            rate_limit,
+            hsts,
+            metrics: Arc::clone(metrics),
+        };
         if let Some(prev) = previous {
             // Carry `*`-namespace documents over when their issuer still matches them.
             let carried: Vec<Arc<Slot>> = prev.dynamic.slots();
@@ -195,8 +218,32 @@ fn slot_key(issuer: &IssuerConfig, path: &str) -> SlotKey {
     SlotKey { issuer: issuer.name.as_str().into(), upstream: issuer.upstream.origin.as_str().into(), path: path.into() }
 }
 
-fn source(issuer: &IssuerRuntime, kind: DocKind, path: &str, policy: Policy, persist: Option<Arc<Persist>>) -> Source {
+/// See [`Doc::namespace`].
+fn namespace_label(path: &str) -> String {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return path.to_string();
+    };
+    let Some(at) = rest.find("identity/oidc") else {
+        return path.to_string();
+    };
+    let ns = rest[..at].trim_end_matches('/');
+    let ns = if ns.is_empty() { "root" } else { ns };
+    match rest[at..].strip_prefix("identity/oidc/provider/").and_then(|p| p.split('/').next()) {
+        Some(provider) => format!("{ns}/provider/{provider}"),
+        None => ns.to_string(),
+    }
+}
+
+fn source(
+    issuer: &IssuerRuntime,
+    kind: DocKind,
+    path: &str,
+    policy: Policy,
+    persist: Option<Arc<Persist>>,
+    metrics: &Arc<Metrics>,
+) -> Source {
     Source {
+        metrics: Arc::clone(metrics),
         upstream: Arc::clone(&issuer.upstream),
         kind,
         expected: (kind == DocKind::Discovery).then(|| routes::expected(&issuer.config, path)),
@@ -262,7 +309,15 @@ impl DynamicDocs {
             }
         }
         let doc = Doc {
-            source: Arc::new(source(&snap.issuers[issuer], kind, &slot.key.path, snap.policy, snap.persist.clone())),
+            source: Arc::new(source(
+                &snap.issuers[issuer],
+                kind,
+                &slot.key.path,
+                snap.policy,
+                snap.persist.clone(),
+                &snap.metrics,
+            )),
+            namespace: "*".to_string(),
             slot,
             issuer,
             kind,
@@ -281,11 +336,13 @@ pub struct Shared {
     pub listening: AtomicBool,
     /// TLS on the public listener; `None` when `tls.mode = "off"`.
     pub tls: Option<Arc<Tls>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot, tls: Option<Arc<Tls>>) -> Arc<Shared> {
         Arc::new(Shared {
+            metrics: Arc::clone(&snapshot.metrics),
             snapshot: ArcSwap::from_pointee(snapshot),
             reload: tokio::sync::Mutex::new(()),
             listening: AtomicBool::new(false),
@@ -306,10 +363,17 @@ impl Shared {
     /// one and says why. Listener addresses are bound once: a change to them
     /// is reported and needs a restart.
     pub async fn reload(&self) -> Result<(), LoadError> {
+        let result = self.reload_inner().await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.config_reloads.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc();
+        result
+    }
+
+    async fn reload_inner(&self) -> Result<(), LoadError> {
         let _one_at_a_time = self.reload.lock().await;
         let current = self.snapshot();
         let config = Config::load(&current.config.source)?;
-        let ranges = load_ranges(&config, Some(&current.ranges)).await?;
+        let ranges = load_ranges(&config, Some(&current.ranges), &self.metrics).await?;
         for (what, old, new) in [
             ("server.listen", current.config.server.listen, config.server.listen),
             ("server.admin_listen", current.config.server.admin_listen, config.server.admin_listen),
@@ -321,7 +385,7 @@ impl Shared {
         if config.tls.mode != current.config.tls.mode || config.tls.acme != current.config.tls.acme {
             tracing::warn!("tls.mode and tls.acme change only on restart; keeping the running TLS setup");
         }
-        let next = Snapshot::build(config, Some(&current), ranges)?;
+        let next = Snapshot::build(config, Some(&current), ranges, &self.metrics)?;
         if let Some(tls) = &self.tls {
             tls.reload(&next.config.tls);
         }
@@ -333,17 +397,22 @@ impl Shared {
     /// Loads `path`, builds the first snapshot and restores persisted documents.
     pub async fn load(path: &Path) -> Result<Arc<Shared>, LoadError> {
         let config = Config::load(path)?;
-        let ranges = load_ranges(&config, None).await?;
-        let tls = Tls::start(&config.tls)
+        let metrics = Arc::new(Metrics::new());
+        let ranges = load_ranges(&config, None, &metrics).await?;
+        let tls = Tls::start(&config.tls, &metrics)
             .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })?;
-        let snapshot = Snapshot::build(config, None, ranges)?;
+        let snapshot = Snapshot::build(config, None, ranges, &metrics)?;
         snapshot.restore_persisted();
         Ok(Shared::new(snapshot, tls))
     }
 }
 
-async fn load_ranges(config: &Config, previous: Option<&Arc<Ranges>>) -> Result<Arc<Ranges>, LoadError> {
-    Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()))
+async fn load_ranges(
+    config: &Config,
+    previous: Option<&Arc<Ranges>>,
+    metrics: &Metrics,
+) -> Result<Arc<Ranges>, LoadError> {
+    Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()), metrics.ip_allow_would_deny.clone())
         .await
         .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })
 }

@@ -39,6 +39,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::config::{AcmeChallenge, AcmeSettings, CertificateFiles, TlsConfig, TlsMode};
+use crate::metrics::{Metrics, OutcomeLabels};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -82,7 +83,7 @@ impl fmt::Debug for Tls {
 
 impl Tls {
     /// Starts TLS for `cfg`; `None` when TLS is off. Files must load now.
-    pub fn start(cfg: &TlsConfig) -> Result<Option<Arc<Tls>>, String> {
+    pub fn start(cfg: &TlsConfig, metrics: &Arc<Metrics>) -> Result<Option<Arc<Tls>>, String> {
         let expiry = Arc::new(ArcSwap::from_pointee(HashMap::new()));
         let (resolver, files, acme): (Arc<dyn ResolvesServerCert>, _, _) = match cfg.mode {
             TlsMode::Off => return Ok(None),
@@ -93,7 +94,7 @@ impl Tls {
             }
             TlsMode::Acme => {
                 let settings = cfg.acme.as_ref().ok_or("tls.acme is missing")?;
-                let acme = Arc::new(AcmeResolver::start(settings, Arc::clone(&expiry))?);
+                let acme = Arc::new(AcmeResolver::start(settings, Arc::clone(&expiry), metrics)?);
                 (acme.clone(), None, Some(acme))
             }
         };
@@ -382,7 +383,11 @@ impl fmt::Debug for AcmeResolver {
 }
 
 impl AcmeResolver {
-    fn start(s: &AcmeSettings, expiry: Arc<ArcSwap<HashMap<String, SystemTime>>>) -> Result<AcmeResolver, String> {
+    fn start(
+        s: &AcmeSettings,
+        expiry: Arc<ArcSwap<HashMap<String, SystemTime>>>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<AcmeResolver, String> {
         std::fs::create_dir_all(&s.cache_dir)
             .map_err(|e| format!("tls.acme.cache_dir {}: {e}", s.cache_dir.display()))?;
         let _ = std::fs::set_permissions(&s.cache_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
@@ -404,7 +409,7 @@ impl AcmeResolver {
                 .state();
             resolvers.push(state.resolver());
             challenges.push(state.challenge_rustls_config_with_provider(provider()));
-            spawn_driver(domain.clone(), state, Arc::clone(&status));
+            spawn_driver(domain.clone(), state, Arc::clone(&status), Arc::clone(metrics));
         }
         Ok(AcmeResolver { domains: s.domains.clone(), resolvers, challenges, status })
     }
@@ -450,19 +455,33 @@ impl ResolvesServerCert for AcmeResolver {
 /// Drives one domain's ACME state (orders, renewals) and records its outcome.
 /// Once a certificate is deployed, later failures (a renewal attempt) are
 /// logged but the domain stays ready: its certificate is still valid.
-fn spawn_driver(domain: String, mut state: rustls_acme::AcmeState<std::io::Error, std::io::Error>, status: AcmeStatus) {
+fn spawn_driver(
+    domain: String,
+    mut state: rustls_acme::AcmeState<std::io::Error, std::io::Error>,
+    status: AcmeStatus,
+    metrics: Arc<Metrics>,
+) {
+    let count = move |outcome: &'static str| {
+        metrics.acme_events.get_or_create(&OutcomeLabels { outcome }).inc();
+    };
     tokio::spawn(async move {
         while let Some(event) = state.next().await {
             let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
             match event {
                 Ok(ok) => {
                     tracing::info!(domain = %domain, "acme: {ok:?}");
+                    match ok {
+                        rustls_acme::EventOk::DeployedCachedCert => count("deployed_cached"),
+                        rustls_acme::EventOk::DeployedNewCert => count("deployed_new"),
+                        _ => {}
+                    }
                     if matches!(ok, rustls_acme::EventOk::DeployedCachedCert | rustls_acme::EventOk::DeployedNewCert) {
                         status.insert(domain.clone(), Ok(()));
                     }
                 }
                 Err(err) => {
                     tracing::error!(domain = %domain, "acme: {err}");
+                    count("error");
                     if !matches!(status.get(&domain), Some(Ok(()))) {
                         status.insert(domain.clone(), Err(err.to_string()));
                     }
