@@ -269,9 +269,7 @@ impl Metrics {
     /// Renders the text exposition; `refresh` rebuilds the state gauges first.
     pub fn encode(&self, refresh: impl FnOnce(&Metrics)) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        for f in [&self.document_stale] {
-            f.clear();
-        }
+        self.document_stale.clear();
         self.document_age.clear();
         self.jwks_keys.clear();
         self.jwks_last_change.clear();
