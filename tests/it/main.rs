@@ -10,5 +10,6 @@ mod clients;
 mod core;
 mod hostile;
 mod limits;
+mod observability;
 mod ranges;
 mod tls;

@@ -1,0 +1,239 @@
+//! Metrics scraped by a real Prometheus, promtool on the exposition and the
+//! alert rules, the dashboard's queries, and readiness that means something.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::acme::require;
+use crate::common::*;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+
+/// Percent-encodes a query-string value.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn promql(prometheus: std::net::SocketAddr, query: &str) -> Option<f64> {
+    let r = get(prometheus, &format!("/api/v1/query?query={}", encode(query))).await;
+    let v = r.json();
+    let value = v["data"]["result"].get(0)?["value"][1].as_str()?.to_string();
+    value.parse().ok()
+}
+
+/// Metric family names in an exposition (histogram series folded).
+fn families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `wif_proxy_*` names used in a rules or dashboard file.
+fn names_used(text: &str) -> BTreeSet<String> {
+    let re = regex::Regex::new(r"wif_proxy_[a-z_]+").unwrap();
+    re.find_iter(text)
+        .map(|m| {
+            let n = m.as_str();
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(n).to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alert_rules_pass_promtool_check_and_unit_tests() {
+    if !require("promtool") {
+        return;
+    }
+    let dir = format!("{DEPLOY}/prometheus");
+    for args in [vec!["check", "rules", "alerts.yml"], vec!["test", "rules", "alerts_test.yml"]] {
+        let out = tokio::process::Command::new("promtool").args(&args).current_dir(&dir).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let test = std::fs::read_to_string(format!("{dir}/alerts_test.yml")).unwrap();
+    let rules = std::fs::read_to_string(format!("{dir}/alerts.yml")).unwrap();
+    for alert in regex::Regex::new(r"alert: (\w+)").unwrap().captures_iter(&rules) {
+        assert!(test.contains(&format!("alertname: {}", &alert[1])), "no unit test for {}", &alert[1]);
+    }
+}
+
+#[tokio::test]
+async fn a_live_scrape_is_clean_and_has_every_metric_rules_and_dashboard_use() {
+    if !require("promtool") {
+        return;
+    }
+    let si = StandIn::start().await;
+    // TLS on, so the certificate gauges exist too.
+    let pki = crate::common::pki::Pki::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.leaf(&["wif.example.com"], -1, 30);
+    std::fs::write(certs.path().join("c.pem"), cert).unwrap();
+    std::fs::write(certs.path().join("k.pem"), key).unwrap();
+    let p = TestProxy::start(&config(
+        "",
+        &format!(
+            "[tls]\nmode = \"files\"\n[[tls.certificate]]\ncert = \"{0}/c.pem\"\nkey = \"{0}/k.pem\"\n\
+             [ip_allow]\nmode = \"report\"\n[[ip_allow.source]]\nname = \"office\"\ncidrs = [\"192.0.2.0/24\"]\n{1}",
+            certs.path().display(),
+            vault_issuer("vault", &si.origin(), &["", "ns1"])
+        ),
+    ))
+    .await;
+    p.wait_ready().await;
+    let client = crate::common::pki::client_config(&pki.ca_pem, &[b"http/1.1"]);
+    let (mut tls, _) = crate::common::pki::tls_connect(p.addr, "wif.example.com", client).await.unwrap();
+    assert_eq!(crate::common::pki::tls_request(&mut tls, root_keys()).await.unwrap().status, 200);
+    assert_eq!(crate::common::pki::tls_request(&mut tls, "/v1/sys/health").await.unwrap().status, 404);
+    let scrape = get(p.admin, "/metrics").await;
+    assert_eq!(scrape.status, 200);
+    assert!(scrape.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = scrape.text();
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool has remarks: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Values the traffic must have produced, and state gauges.
+    for needle in [
+        "wif_proxy_requests_total{issuer=\"vault\",document=\"keys\",status_class=\"2xx\"} 1",
+        "wif_proxy_denied_requests_total{reason=\"path\"} 1",
+        "wif_proxy_jwks_keys{issuer=\"vault\",namespace=\"root\"} 1",
+        "wif_proxy_jwks_keys{issuer=\"vault\",namespace=\"ns1\"} 1",
+        "wif_proxy_issuer_mismatch{issuer=\"vault\",namespace=\"root\"} 0",
+        "wif_proxy_upstream_up{issuer=\"vault\"} 1",
+        "wif_proxy_ip_ranges_prefixes{source=\"office\"} 1",
+        "wif_proxy_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "wif_proxy_certificate_expiry_timestamp_seconds{host=\"wif.example.com\"}",
+        "wif_proxy_connections_active 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // No raw path, address or user agent ever becomes a label.
+    assert!(!text.contains("/v1/sys/health") && !text.contains("127.0.0.1"), "{text}");
+
+    let have = families(&text);
+    for file in ["prometheus/alerts.yml", "grafana/wif-proxy.json"] {
+        let used = names_used(&std::fs::read_to_string(format!("{DEPLOY}/{file}")).unwrap());
+        assert!(!used.is_empty());
+        for name in used {
+            assert!(have.contains(&name), "{file} uses {name}, which /metrics does not expose");
+        }
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{DEPLOY}/grafana/wif-proxy.json")).unwrap()).unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_expected_values() {
+    if !require("prometheus") {
+        return;
+    }
+    let si = StandIn::start().await;
+    let p = TestProxy::start(&config("", &vault_issuer("vault", &si.origin(), &[""]))).await;
+    p.wait_ready().await;
+    // Known traffic: 7 keys fetched, 5 denied paths, 3 wrong methods.
+    for _ in 0..7 {
+        assert_eq!(p.get(root_keys()).await.status, 200);
+    }
+    for i in 0..5 {
+        assert_eq!(p.get(&format!("/v1/sys/health{i}")).await.status, 404);
+    }
+    for _ in 0..3 {
+        assert_eq!(request(p.addr, "POST", root_keys(), &[]).await.status, 405);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        work.path().join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: wif-proxy\n    static_configs:\n      - targets: [\"{}\"]\n", p.admin),
+    )
+    .unwrap();
+    let mut prom = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", work.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus");
+    let prometheus: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let expect = [
+        ("sum(wif_proxy_requests_total{document=\"keys\",status_class=\"2xx\"})", 7.0),
+        ("sum(wif_proxy_denied_requests_total{reason=\"path\"})", 5.0),
+        ("sum(wif_proxy_denied_requests_total{reason=\"method\"})", 3.0),
+        ("wif_proxy_upstream_up{issuer=\"vault\"}", 1.0),
+        ("wif_proxy_jwks_keys{namespace=\"root\"}", 1.0),
+        ("up{job=\"wif-proxy\"}", 1.0),
+    ];
+    let mut last = Vec::new();
+    for _ in 0..120 {
+        last.clear();
+        for (q, want) in &expect {
+            let got = if tokio::net::TcpStream::connect(prometheus).await.is_ok() {
+                promql(prometheus, q).await
+            } else {
+                None
+            };
+            last.push((q, got, want));
+        }
+        if last.iter().all(|(_, got, want)| *got == Some(**want)) {
+            let _ = prom.kill().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = prom.kill().await;
+    panic!("Prometheus never saw the expected values: {last:?}");
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_first_fetch_and_names_the_cause() {
+    let si = StandIn::start().await;
+    si.set(root_keys(), Behavior::Slow(Duration::from_millis(800), Box::new(Behavior::Vault)));
+    let p = TestProxy::start(&config("", &vault_issuer("vault", &si.origin(), &[""]))).await;
+    let r = get(p.admin, "/readyz").await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["ready"], false);
+    assert!(v["not_ready"].to_string().contains(root_keys()), "{v}");
+    assert!(v["not_ready"].to_string().contains("not fetched yet"), "{v}");
+    let r = p.wait_ready().await.json();
+    assert_eq!(r["documents"]["servable"], 2);
+    assert_eq!(r["not_ready"], serde_json::json!([]));
+}
