@@ -70,7 +70,16 @@ async fn https_get(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acme_issuance_against_pebble_then_restart_from_cache() {
+async fn acme_tls_alpn_01_against_pebble_then_restart_from_cache() {
+    pebble_flow(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_http_01_against_pebble_through_the_plain_http_listener() {
+    pebble_flow(true).await;
+}
+
+async fn pebble_flow(http01: bool) {
     if !require("pebble") || !require("pebble-challtestsrv") {
         return;
     }
@@ -113,13 +122,20 @@ async fn acme_issuance_against_pebble_then_restart_from_cache() {
 
     let si = StandIn::start().await;
     si.set_public_url("https://wif.test");
+    // HTTP-01: Pebble asks http://wif.test:<httpPort>/.well-known/acme-challenge/<token>,
+    // which is the proxy's plain-HTTP listener.
+    let (http_listen, challenge) = if http01 {
+        (format!("http_listen = \"127.0.0.1:{http_port}\"\n"), "challenge = \"http-01\"\n".to_string())
+    } else {
+        (String::new(), String::new())
+    };
     let cfg_path = dir.join("proxy.toml");
     std::fs::write(
         &cfg_path,
         format!(
             "[server]\nlisten = \"127.0.0.1:{tls_port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"https://wif.test\"\n\
-             [tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"wif.test\"]\ncontact = [\"ops@wif.test\"]\n\
-             directory = \"https://127.0.0.1:{acme}/dir\"\ndirectory_ca = \"directory-ca.pem\"\ncache_dir = \"acme\"\n\
+             [tls]\nmode = \"acme\"\n{http_listen}[tls.acme]\ndomains = [\"wif.test\"]\ncontact = [\"ops@wif.test\"]\n\
+             directory = \"https://127.0.0.1:{acme}/dir\"\ndirectory_ca = \"directory-ca.pem\"\ncache_dir = \"acme\"\n{challenge}\
              [ip_allow]\nmode = \"enforce\"\n[[ip_allow.source]]\nname = \"clients\"\ncidrs = [\"127.0.0.2/32\"]\n{}",
             vault_issuer("vault", &si.origin(), &[""])
         ),
@@ -142,6 +158,12 @@ async fn acme_issuance_against_pebble_then_restart_from_cache() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "no certificate from Pebble: {}\n{}", get(first.admin, "/readyz").await.text(), first.log_text());
+    // The validation really went through the listener for the chosen challenge.
+    if http01 {
+        assert!(first.log_text().contains("\"cache\":\"acme-challenge\""), "{}", first.log_text());
+    } else {
+        assert!(first.log_text().contains("answered an ACME TLS-ALPN-01 validation"), "{}", first.log_text());
+    }
 
     // 3. A client that trusts only Pebble's issuing root fetches the JWKS.
     let root = {
