@@ -40,6 +40,29 @@ pub enum Command {
         /// Addresses to classify.
         ips: Vec<std::net::IpAddr>,
     },
+    /// Check a public issuer exactly as AWS, GCP and Azure will, and print
+    /// the commands that make them trust it. Exit code 0: nothing failed;
+    /// 1: something failed; 2: usage error.
+    Doctor {
+        /// Issuer URL, e.g. https://wif.example.com/v1/identity/oidc/plugins.
+        /// Without it, every issuer that --config publishes is checked.
+        issuer: Option<String>,
+        /// Trust these PEM roots instead of the system's.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Whose rules to apply and print commands for.
+        #[arg(long, value_enum, default_value_t = crate::doctor::Provider::All)]
+        provider: crate::doctor::Provider,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Connect to ADDR:PORT for HOST:PORT, like curl (check before DNS points here).
+        #[arg(long = "connect-to", value_parser = crate::doctor::parse_connect_to)]
+        connect_to: Vec<(String, u16, std::net::SocketAddr)>,
+        /// Audience for the printed commands (defaults per provider).
+        #[arg(long)]
+        audience: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +77,15 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Ranges { ips }) => ranges(&cli.config, ips),
+        Some(Command::Doctor { issuer, ca, provider, json, connect_to, audience }) => {
+            let opts = crate::doctor::Options {
+                provider: *provider,
+                ca: ca.clone(),
+                connect_to: connect_to.clone(),
+                audience: audience.clone(),
+            };
+            doctor(&cli.config, issuer.as_deref(), &opts, *json)
+        }
         None | Some(Command::Run) => run(&cli),
     }
 }
@@ -110,6 +142,62 @@ fn check(path: &Path) -> ExitCode {
     println!("Exposed (exact request targets; anything else is answered by the proxy and never forwarded):");
     print!("{}", routes.describe(&config));
     ExitCode::SUCCESS
+}
+
+/// `wif-proxy doctor`.
+fn doctor(config_path: &Path, issuer: Option<&str>, opts: &crate::doctor::Options, json: bool) -> ExitCode {
+    let issuers: Vec<String> = match issuer {
+        Some(i) => vec![i.to_string()],
+        None => {
+            let config = match Config::load(config_path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: give an issuer URL, or a valid --config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let routes = match Routes::build(&config) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", config_path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            routes
+                .routes
+                .iter()
+                .filter(|r| r.kind == crate::routes::DocKind::Discovery)
+                .map(|r| crate::routes::expected(&config.issuers[r.issuer], &r.path).issuer)
+                .collect()
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports: Vec<crate::doctor::Report> = runtime
+        .block_on(async { futures_util::future::join_all(issuers.iter().map(|i| crate::doctor::run(i, opts))).await });
+    let failed = reports.iter().any(|r| r.failed());
+    if json {
+        let value = match (issuer, reports.as_slice()) {
+            (Some(_), [one]) => serde_json::to_value(one),
+            _ => serde_json::to_value(&reports),
+        };
+        println!("{}", value.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_default());
+    } else {
+        for r in &reports {
+            println!("{}", r.render());
+        }
+        println!("{}", if failed { "result: FAIL" } else { "result: ok" });
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `wif-proxy ranges`: what the source-address allowlist contains.

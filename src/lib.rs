@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod clientip;
 pub mod config;
+pub mod doctor;
 pub mod document;
 pub mod ipranges;
 pub mod ipset;

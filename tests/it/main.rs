@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod clients;
 mod core;
+mod doctor;
 mod hostile;
 mod limits;
 mod observability;
