@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod clients;
 mod core;
+mod deploy;
 mod doctor;
 mod hostile;
 mod limits;

@@ -1,0 +1,282 @@
+//! Everything in `deploy/`: Kubernetes overlays rendered and validated
+//! offline with their security settings asserted, the systemd unit verified,
+//! the Dockerfile's essentials, and every shipped proxy.toml checked.
+
+use serde_yaml::Value;
+
+use crate::acme::require;
+use crate::common::*;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+}
+
+use serde::Deserialize;
+
+fn kustomize(dir: &str) -> String {
+    let out = std::process::Command::new("kubectl").args(["kustomize", dir]).output().expect("kubectl");
+    assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubernetes-validate --strict`; CRDs (cert-manager, Prometheus Operator)
+/// have no schema there and are checked for their essentials here instead.
+fn validate(yaml: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", path.to_str().unwrap()])
+        .output()
+        .expect("kubernetes-validate");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name}: {text}");
+    for line in text.lines().filter(|l| l.starts_with("WARN")) {
+        assert!(
+            line.contains("kind Certificate with api version cert-manager.io/v1")
+                || line.contains("kind ServiceMonitor with api version monitoring.coreos.com/v1"),
+            "{name}: {line}"
+        );
+    }
+    assert!(!text.contains("ERROR") && !text.contains("FAIL"), "{name}: {text}");
+}
+
+fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The security settings every wif-proxy container must have.
+fn assert_hardened_container(c: &Value, pod_seccomp: bool, what: &str) {
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{what}");
+    assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true), "{what}");
+    assert_eq!(sc["runAsNonRoot"], Value::Bool(true), "{what}");
+    assert_eq!(sc["capabilities"]["drop"], serde_yaml::from_str::<Value>("[ALL]").unwrap(), "{what}");
+    if !pod_seccomp {
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    }
+    for r in ["requests", "limits"] {
+        assert!(
+            c["resources"][r]["cpu"].is_string() && c["resources"][r]["memory"].is_string(),
+            "{what}: resources.{r}"
+        );
+    }
+    let admin_port = c["ports"].as_sequence().unwrap().iter().find(|p| p["containerPort"] == 9901).expect("admin port");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{what}: {probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], admin_port["name"], "{what}: {probe} on the admin port");
+    }
+}
+
+fn assert_hardened_pod(spec: &Value, what: &str) {
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], Value::Bool(true), "{what}");
+    assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    assert_eq!(spec["automountServiceAccountToken"], Value::Bool(false), "{what}");
+    let c = spec["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "wif-proxy")
+        .expect("wif-proxy container");
+    assert_hardened_container(c, true, what);
+}
+
+fn assert_services(objects: &[Value], what: &str) {
+    for s in kind(objects, "Service") {
+        let ports = s["spec"]["ports"].as_sequence().unwrap();
+        let admin =
+            ports.iter().any(|p| p["port"] == 9901 || p["targetPort"] == "admin" || p["targetPort"] == "wif-admin");
+        if s["metadata"]["name"] == "wif-proxy" {
+            assert!(!admin, "{what}: the public Service must not expose the admin port");
+        } else {
+            assert!(admin, "{what}: {:?}", s["metadata"]["name"]);
+            assert!(
+                s["spec"]["type"].is_null() || s["spec"]["type"] == "ClusterIP",
+                "{what}: the admin Service stays internal"
+            );
+        }
+    }
+    let sm = kind(objects, "ServiceMonitor");
+    assert_eq!(sm.len(), 1, "{what}: a ServiceMonitor");
+    assert_eq!(sm[0]["spec"]["endpoints"][0]["path"], "/metrics");
+}
+
+fn configmap_toml(objects: &[Value]) -> String {
+    kind(objects, "ConfigMap")[0]["data"]["proxy.toml"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn standalone_overlays_render_validate_and_are_hardened() {
+    if !require("kubectl") || !require("kubernetes-validate") {
+        return;
+    }
+    for overlay in ["edge", "ingress"] {
+        let yaml = kustomize(&format!("{DEPLOY}/kubernetes/overlays/{overlay}"));
+        validate(&yaml, overlay);
+        let objects = docs(&yaml);
+        let deployments = kind(&objects, "Deployment");
+        assert_eq!(deployments.len(), 1, "{overlay}");
+        let d = deployments[0];
+        assert!(d["spec"]["replicas"].as_u64().unwrap() >= 2, "{overlay}: at least 2 replicas");
+        assert_hardened_pod(&d["spec"]["template"]["spec"], overlay);
+        assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1, "{overlay}");
+        let np = kind(&objects, "NetworkPolicy");
+        assert_eq!(np.len(), 1, "{overlay}");
+        let egress_ports: Vec<u64> = np[0]["spec"]["egress"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(egress_ports, vec![8200, 53, 53], "{overlay}: egress only to Vault and DNS");
+        assert_services(&objects, overlay);
+        let toml = configmap_toml(&objects);
+        match overlay {
+            "edge" => {
+                assert!(toml.contains("source = \"proxy_protocol\""));
+                let svc = kind(&objects, "Service").into_iter().find(|s| s["metadata"]["name"] == "wif-proxy").unwrap();
+                assert_eq!(svc["spec"]["type"], "LoadBalancer");
+                assert_eq!(
+                    svc["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"],
+                    "*"
+                );
+                assert_eq!(kind(&objects, "Certificate").len(), 1, "cert-manager + files mode for several replicas");
+            }
+            _ => {
+                assert!(toml.contains("source = \"x_forwarded_for\""));
+                assert_eq!(kind(&objects, "Ingress").len(), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_sidecar_patch_and_helm_values_add_the_same_hardened_container() {
+    if !require("kubectl") || !require("kubernetes-validate") {
+        return;
+    }
+    let overlay = format!("{DEPLOY}/kubernetes/overlays/sidecar");
+    let yaml = kustomize(&overlay);
+    validate(&yaml, "sidecar");
+    let objects = docs(&yaml);
+    assert!(kind(&objects, "Deployment").is_empty(), "the proxy runs inside Vault's pods");
+    assert_services(&objects, "sidecar");
+    assert!(configmap_toml(&objects).contains("upstream = \"https://127.0.0.1:8200\""));
+    assert_eq!(
+        kind(&objects, "ConfigMap")[0]["metadata"]["name"],
+        "wif-proxy-config",
+        "unhashed, as the patch names it"
+    );
+
+    // Apply the patch to a Vault StatefulSet as vault-helm renders it.
+    let fixture = tempfile::tempdir().unwrap();
+    std::fs::copy(format!("{overlay}/vault-statefulset-patch.yaml"), fixture.path().join("patch.yaml")).unwrap();
+    std::fs::write(
+        fixture.path().join("vault.yaml"),
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: vault\nspec:\n  serviceName: vault-internal\n  selector:\n    matchLabels: {app.kubernetes.io/name: vault, component: server}\n  template:\n    metadata:\n      labels: {app.kubernetes.io/name: vault, component: server}\n    spec:\n      securityContext: {runAsNonRoot: true, runAsUser: 100, fsGroup: 1000}\n      containers:\n        - name: vault\n          image: hashicorp/vault:1.17\n          ports: [{name: https, containerPort: 8200}]\n      volumes:\n        - name: data\n          emptyDir: {}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fixture.path().join("kustomization.yaml"),
+        "resources: [vault.yaml]\npatches:\n  - path: patch.yaml\n",
+    )
+    .unwrap();
+    let patched = kustomize(fixture.path().to_str().unwrap());
+    validate(&patched, "vault-with-sidecar");
+    let sts = docs(&patched).into_iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+    let containers = sts["spec"]["template"]["spec"]["containers"].as_sequence().unwrap().clone();
+    assert_eq!(containers.len(), 2, "Vault and the proxy");
+    let proxy = containers.iter().find(|c| c["name"] == "wif-proxy").unwrap();
+    assert_hardened_container(proxy, false, "sidecar");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap().len(),
+        5,
+        "Vault's volume kept, ours added"
+    );
+
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{overlay}/vault-helm-values.yaml")).unwrap()).unwrap();
+    let patch: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{overlay}/vault-statefulset-patch.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(values["server"]["extraContainers"][0], patch["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(values["server"]["volumes"], patch["spec"]["template"]["spec"]["volumes"]);
+}
+
+#[test]
+fn every_shipped_configuration_passes_check() {
+    // The overlays' and the systemd sample's proxy.toml, from the sources.
+    let pki = pki::Pki::new();
+    let mut files: Vec<std::path::PathBuf> =
+        vec![format!("{DEPLOY}/systemd/proxy.toml").into(), format!("{DEPLOY}/kubernetes/base/proxy.toml").into()];
+    for o in ["edge", "ingress", "sidecar"] {
+        files.push(format!("{DEPLOY}/kubernetes/overlays/{o}/proxy.toml").into());
+    }
+    for f in files {
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        // CA files named by absolute or relative path exist on the target
+        // host; here they are generated beside the copy.
+        let re = regex::Regex::new(r#""([^"]*\.(?:pem|crt))""#).unwrap();
+        let paths: Vec<String> = re.captures_iter(&text).map(|c| c[1].to_string()).collect();
+        for p in paths {
+            let name = std::path::Path::new(&p).file_name().unwrap().to_string_lossy().to_string();
+            std::fs::write(work.path().join(&name), &pki.ca_pem).unwrap();
+            text = text.replace(&format!("\"{p}\""), &format!("\"{name}\""));
+        }
+        let copy = work.path().join("proxy.toml");
+        std::fs::write(&copy, text).unwrap();
+        let out = run_binary(&["check", "--config", copy.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    if !require("systemd-analyze") {
+        return;
+    }
+    let unit = std::fs::read_to_string(format!("{DEPLOY}/systemd/wif-proxy.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wif-proxy.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wif-proxy", binary())).unwrap();
+    let out = std::process::Command::new("systemd-analyze").args(["verify", path.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.contains("wif-proxy.service:"), "systemd-analyze verify:\n{text}");
+    let directives: Vec<&str> =
+        unit.lines().map(str::trim).filter(|l| !l.starts_with('#') && l.contains('=')).collect();
+    for d in [
+        "DynamicUser=yes",
+        "StateDirectory=wif-proxy",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(directives.contains(&d), "missing {d}");
+    }
+    assert_eq!(directives.iter().filter(|d| d.starts_with("AmbientCapabilities=")).count(), 1, "no other capability");
+}
+
+#[test]
+fn the_dockerfile_builds_a_minimal_non_root_image() {
+    let df = std::fs::read_to_string(format!("{DEPLOY}/docker/Dockerfile")).unwrap();
+    let lines: Vec<&str> = df.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).count(), 2, "multi-stage");
+    assert!(lines.iter().any(|l| l.starts_with("FROM gcr.io/distroless/")), "distroless runtime");
+    assert!(lines.contains(&"USER nonroot:nonroot"));
+    assert!(lines.contains(&"STOPSIGNAL SIGTERM"));
+    assert!(lines.iter().any(|l| l.starts_with("VOLUME") && l.contains("/var/lib/wif-proxy")));
+    assert!(!lines.iter().any(|l| l.starts_with("HEALTHCHECK")), "probes do that");
+    assert!(lines.iter().any(|l| l.contains("--locked")));
+}
