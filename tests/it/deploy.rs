@@ -214,12 +214,12 @@ fn every_shipped_configuration_passes_check() {
     for o in ["edge", "ingress", "sidecar"] {
         files.push(format!("{DEPLOY}/kubernetes/overlays/{o}/proxy.toml").into());
     }
+    let re = regex::Regex::new(r#""([^"]*\.(?:pem|crt))""#).unwrap();
     for f in files {
         let mut text = std::fs::read_to_string(&f).unwrap();
         let work = tempfile::tempdir().unwrap();
         // CA files named by absolute or relative path exist on the target
         // host; here they are generated beside the copy.
-        let re = regex::Regex::new(r#""([^"]*\.(?:pem|crt))""#).unwrap();
         let paths: Vec<String> = re.captures_iter(&text).map(|c| c[1].to_string()).collect();
         for p in paths {
             let name = std::path::Path::new(&p).file_name().unwrap().to_string_lossy().to_string();
