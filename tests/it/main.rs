@@ -9,6 +9,7 @@ mod cli;
 mod clients;
 mod core;
 mod deploy;
+mod docs;
 mod doctor;
 mod hostile;
 mod limits;
