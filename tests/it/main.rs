@@ -14,5 +14,6 @@ mod doctor;
 mod hostile;
 mod limits;
 mod observability;
+mod props;
 mod ranges;
 mod tls;
