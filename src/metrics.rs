@@ -97,8 +97,15 @@ fn seconds_histogram() -> Histogram {
 }
 
 /// Every metric of one process.
+/// Denial reasons and cache events with pre-resolved counters.
+const DENY_REASONS: [&str; 10] =
+    ["path", "method", "body", "host", "target", "ip", "rate_limit", "conn_limit", "proxy_protocol", "capacity"];
+const CACHE_EVENTS: [&str; 6] = ["hit", "miss", "stale", "refresh", "coalesced", "error"];
+
 pub struct Metrics {
     registry: Registry,
+    deny_counters: Vec<Counter>,
+    cache_counters: Vec<Counter>,
     /// Serialises scrapes (state gauges are rebuilt per scrape).
     scrape: Mutex<()>,
     pub requests: Family<RequestLabels, Counter>,
@@ -144,13 +151,23 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut root = Registry::default();
         let r = root.sub_registry_with_prefix("wif_proxy");
+        let denials: Family<ReasonLabels, Counter> = Family::default();
+        let cache_events: Family<EventLabels, Counter> = Family::default();
         let m = Metrics {
             registry: Registry::default(),
+            deny_counters: DENY_REASONS
+                .iter()
+                .map(|&reason| denials.get_or_create_owned(&ReasonLabels { reason }))
+                .collect(),
+            cache_counters: CACHE_EVENTS
+                .iter()
+                .map(|&event| cache_events.get_or_create_owned(&EventLabels { event }))
+                .collect(),
             scrape: Mutex::new(()),
             requests: Family::default(),
-            denials: Family::default(),
+            denials,
             request_duration: seconds_histogram(),
-            cache_events: Family::default(),
+            cache_events,
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             upstream_up: Family::default(),
@@ -259,11 +276,25 @@ impl Metrics {
 
     /// Counts a denial.
     pub fn deny(&self, reason: &'static str) {
-        self.denials.get_or_create(&ReasonLabels { reason }).inc();
+        match DENY_REASONS.iter().position(|r| *r == reason) {
+            Some(i) => self.deny_counters[i].inc(),
+            None => self.denials.get_or_create(&ReasonLabels { reason }).inc(),
+        };
     }
 
     pub fn cache_event(&self, event: &'static str) {
-        self.cache_events.get_or_create(&EventLabels { event }).inc();
+        match CACHE_EVENTS.iter().position(|e| *e == event) {
+            Some(i) => self.cache_counters[i].inc(),
+            None => self.cache_events.get_or_create(&EventLabels { event }).inc(),
+        };
+    }
+
+    /// The request counters of one document, one per status class, resolved
+    /// once so the request path neither allocates labels nor locks the family.
+    pub fn request_counters(&self, issuer: &str, document: &'static str) -> [Counter; 4] {
+        ["2xx", "3xx", "4xx", "5xx"].map(|status_class| {
+            self.requests.get_or_create_owned(&RequestLabels { issuer: issuer.to_string(), document, status_class })
+        })
     }
 
     /// Renders the text exposition; `refresh` rebuilds the state gauges first.

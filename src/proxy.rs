@@ -16,7 +16,7 @@ use hyper::body::{Body as _, Incoming};
 
 use crate::cache::CacheStatus;
 use crate::clientip;
-use crate::metrics::{status_class, Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::response::{self, Body, Deny};
 use crate::routes::{host_name, DocKind, Lookup};
 use crate::state::{Shared, Snapshot};
@@ -66,26 +66,19 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> 
             resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
-    record(&snap.metrics, &resp, &outcome, started);
+    record(&snap.metrics, &outcome, started);
     if snap.config.log.access {
         access_log(client, &req, &resp, &outcome, started);
     }
     resp
 }
 
-fn record(metrics: &Metrics, resp: &Response<Body>, outcome: &Outcome<'_>, started: Instant) {
+fn record(metrics: &Metrics, outcome: &Outcome<'_>, started: Instant) {
     metrics.request_duration.observe(started.elapsed().as_secs_f64());
     match outcome {
         Outcome::Denied(d) => metrics.deny(d.as_str()),
-        Outcome::Served { issuer, kind, .. } | Outcome::Failed { issuer, kind } => {
-            let labels = RequestLabels {
-                issuer: (*issuer).to_string(),
-                document: kind.as_str(),
-                status_class: status_class(resp.status().as_u16()),
-            };
-            metrics.requests.get_or_create(&labels).inc();
-        }
-        Outcome::Redirect | Outcome::Challenge => {}
+        // Counted in `answer`, on the document's pre-resolved counters.
+        Outcome::Served { .. } | Outcome::Failed { .. } | Outcome::Redirect | Outcome::Challenge => {}
     }
 }
 
@@ -137,7 +130,7 @@ async fn answer<'s>(
     };
     let issuer = snap.issuers[doc.issuer].config.name.as_str();
     // 6. The document, from the cache or one coalesced upstream fetch.
-    match doc.slot.get(&doc.source).await {
+    let (resp, outcome) = match doc.slot.get(&doc.source).await {
         Ok((entry, cache)) => {
             let not_modified =
                 req.headers().get(IF_NONE_MATCH).is_some_and(|v| response::if_none_match(v, &entry.etag));
@@ -147,7 +140,15 @@ async fn answer<'s>(
             )
         }
         Err(status) => (response::error(status), Outcome::Failed { issuer, kind: doc.kind }),
-    }
+    };
+    let class = match resp.status().as_u16() {
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+    };
+    doc.requests[class].inc();
+    (resp, outcome)
 }
 
 /// Answers a request on the plain-HTTP listener that sits beside TLS: ACME

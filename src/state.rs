@@ -33,6 +33,8 @@ pub struct Doc {
     /// The `namespace` metric label: the Vault namespace (`root` for the
     /// root), with `/provider/<name>` for OIDC providers; the path otherwise.
     pub namespace: String,
+    /// `wif_proxy_requests_total` for this document, per status class.
+    pub requests: [prometheus_client::metrics::counter::Counter; 4],
 }
 
 /// Per-issuer runtime state.
@@ -109,6 +111,7 @@ impl Snapshot {
                     issuer: r.issuer,
                     kind: r.kind,
                     namespace: namespace_label(&r.path),
+                    requests: metrics.request_counters(&issuer.config.name, r.kind.as_str()),
                 }
             })
             .collect();
@@ -167,10 +170,12 @@ impl Snapshot {
 
     /// Resolves a lookup to the document that serves it. `None` only when
     /// the `*`-namespace cache is full of documents it must keep.
-    pub fn doc(&self, lookup: Lookup<'_>) -> Option<Doc> {
+    pub fn doc(&self, lookup: Lookup<'_>) -> Option<std::borrow::Cow<'_, Doc>> {
         match lookup {
-            Lookup::Static(i) => Some(self.docs[i].clone()),
-            Lookup::Dynamic { issuer, kind, path } => self.dynamic.get_or_insert(self, issuer, kind, path),
+            Lookup::Static(i) => Some(std::borrow::Cow::Borrowed(&self.docs[i])),
+            Lookup::Dynamic { issuer, kind, path } => {
+                self.dynamic.get_or_insert(self, issuer, kind, path).map(std::borrow::Cow::Owned)
+            }
         }
     }
 
@@ -318,6 +323,7 @@ impl DynamicDocs {
                 &snap.metrics,
             )),
             namespace: "*".to_string(),
+            requests: snap.metrics.request_counters(&snap.issuers[issuer].config.name, kind.as_str()),
             slot,
             issuer,
             kind,
