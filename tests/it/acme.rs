@@ -193,7 +193,22 @@ async fn pebble_flow(http01: bool) {
         .map(|(raw, _)| raw.is_empty())
         .unwrap_or(true));
     // Account and certificate cached with mode 0600.
-    let cached: Vec<_> = std::fs::read_dir(dir.join("acme")).unwrap().map(|e| e.unwrap().path()).collect();
+    // Readiness follows "deployed", which rustls-acme reports before its
+    // cache store finishes: wait for the stored file; skip in-flight temp files.
+    let finished = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join("acme"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with(".tmp-"))
+            .collect()
+    };
+    for _ in 0..100 {
+        if finished().iter().any(|p| p.file_name().unwrap().to_string_lossy().starts_with("cert-")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cached = finished();
     assert!(cached.iter().any(|p| p.file_name().unwrap().to_string_lossy().starts_with("cert-")), "{cached:?}");
     for p in &cached {
         assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600, "{p:?}");

@@ -100,7 +100,7 @@ proptest! {
             }
             None => {
                 // Nothing listed was refused.
-                prop_assert!(!routes.routes.iter().any(|r| &*r.path == t && config.issuers[r.issuer].hosts.is_empty()));
+                prop_assert!(!routes.routes.iter().any(|r| *r.path == t && config.issuers[r.issuer].hosts.is_empty()));
             }
         }
     }
