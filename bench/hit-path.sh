@@ -13,15 +13,8 @@ cargo build --release --quiet
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-doc="$work/issuer/v1/identity/oidc/plugins/.well-known"
-mkdir -p "$doc"
-python3 - "$doc" <<'PY'
-import json, sys
-n = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw"
-keys = {"keys": [{"use": "sig", "kty": "RSA", "kid": f"key-{i}", "alg": "RS256", "n": n, "e": "AQAB"} for i in range(2)]}
-open(sys.argv[1] + "/keys", "w").write(json.dumps(keys, separators=(",", ":")))
-open(sys.argv[1] + "/openid-configuration", "w").write(json.dumps({"issuer": "http://127.0.0.1:18080/v1/identity/oidc/plugins", "jwks_uri": "http://127.0.0.1:18080/v1/identity/oidc/plugins/.well-known/keys"}))
-PY
+. bench/lib.sh
+make_issuer_docs "$work/issuer" http://127.0.0.1:18080
 python3 -m http.server 18200 --bind 127.0.0.1 --directory "$work/issuer" >/dev/null 2>&1 &
 cat > "$work/proxy.toml" <<TOML
 [server]

@@ -90,32 +90,10 @@ async fn answer<'s>(
 ) -> (Response<Body>, Outcome<'s>) {
     let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
 
-    // 0. Who may ask, and how often: before any other work. (An address
-    //    known at accept time was checked against the allowlist there.)
-    if conn.forwarded && !snap.ranges.admit(client) {
-        return deny(Deny::Ip);
-    }
-    if let Some(limit) = &snap.rate_limit {
-        if let Err(wait) = limit.check(client) {
-            return (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit));
-        }
-    }
-    // 1. Only GET and HEAD (hyper answers HEAD from the same response, minus the body).
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return deny(Deny::Method);
-    }
-    // 2. No body, announced or sent.
-    if has_body(req) {
-        return deny(Deny::Body);
-    }
-    // 3. Origin-form only. An HTTP/1 absolute-form target has a scheme or
-    //    authority; h2 always carries them as pseudo-headers, with :path apart.
-    let uri = req.uri();
-    if req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return deny(Deny::Target);
-    }
-    let Some(target) = uri.path_and_query().map(|p| p.as_str()) else {
-        return deny(Deny::Target);
+    // 0-3. Who may ask, how often, and only a bodiless GET/HEAD of an origin-form target.
+    let target = match preflight(snap, client, conn.forwarded, req) {
+        Ok(t) => t,
+        Err(denied) => return denied,
     };
     // 4. Host (used only when issuers are bound to hosts).
     let Ok(host) = request_host(req) else {
@@ -171,22 +149,12 @@ fn redirect_answer<'s>(
     req: &Request<Incoming>,
 ) -> (Response<Body>, Outcome<'s>) {
     let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
-    if let Some(limit) = &snap.rate_limit {
-        if let Err(wait) = limit.check(client) {
-            return (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit));
-        }
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return deny(Deny::Method);
-    }
-    if has_body(req) {
-        return deny(Deny::Body);
-    }
-    let uri = req.uri();
-    if uri.scheme().is_some() || uri.authority().is_some() {
-        return deny(Deny::Target);
-    }
-    let target = uri.path_and_query().map_or("", |p| p.as_str());
+    // This listener serves no documents, so the source-address allowlist
+    // does not apply (ACME HTTP-01 validations must pass).
+    let target = match preflight(snap, client, false, req) {
+        Ok(t) => t,
+        Err(denied) => return denied,
+    };
     if let Some(token) = target.strip_prefix("/.well-known/acme-challenge/") {
         if let Some(key_auth) = shared.tls.as_ref().and_then(|t| t.http01_key_auth(token)) {
             return (response::text(key_auth), Outcome::Challenge);
@@ -209,6 +177,41 @@ fn redirect_answer<'s>(
     let mut resp = response::error(StatusCode::PERMANENT_REDIRECT);
     resp.headers_mut().insert(LOCATION, location);
     (resp, Outcome::Redirect)
+}
+
+/// The checks every request passes before its target is looked at, in
+/// order: the source-address allowlist (when the address is only known per
+/// request; an address known at accept time was checked there), the rate
+/// limits, GET/HEAD only (hyper answers HEAD from the same response, minus the
+/// body), no body announced or sent, and an origin-form target (an HTTP/1
+/// absolute-form target has a scheme or authority; h2 carries them as
+/// pseudo-headers, with `:path` apart). Returns the raw target.
+fn preflight<'r, 's>(
+    snap: &Snapshot,
+    client: IpAddr,
+    check_ip: bool,
+    req: &'r Request<Incoming>,
+) -> Result<&'r str, (Response<Body>, Outcome<'s>)> {
+    let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
+    if check_ip && !snap.ranges.admit(client) {
+        return Err(deny(Deny::Ip));
+    }
+    if let Some(limit) = &snap.rate_limit {
+        if let Err(wait) = limit.check(client) {
+            return Err((response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit)));
+        }
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(deny(Deny::Method));
+    }
+    if has_body(req) {
+        return Err(deny(Deny::Body));
+    }
+    let uri = req.uri();
+    if req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
+        return Err(deny(Deny::Target));
+    }
+    uri.path_and_query().map(|p| p.as_str()).ok_or_else(|| deny(Deny::Target))
 }
 
 /// A request has a body if it says so or sends one.
