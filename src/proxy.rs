@@ -93,7 +93,7 @@ async fn answer<'s>(
     // 0-3. Who may ask, how often, and only a bodiless GET/HEAD of an origin-form target.
     let target = match preflight(snap, client, conn.forwarded, req) {
         Ok(t) => t,
-        Err(denied) => return denied,
+        Err(refusal) => return refusal.answer(),
     };
     // 4. Host (used only when issuers are bound to hosts).
     let Ok(host) = request_host(req) else {
@@ -153,7 +153,7 @@ fn redirect_answer<'s>(
     // does not apply (ACME HTTP-01 validations must pass).
     let target = match preflight(snap, client, false, req) {
         Ok(t) => t,
-        Err(denied) => return denied,
+        Err(refusal) => return refusal.answer(),
     };
     if let Some(token) = target.strip_prefix("/.well-known/acme-challenge/") {
         if let Some(key_auth) = shared.tls.as_ref().and_then(|t| t.http01_key_auth(token)) {
@@ -186,32 +186,44 @@ fn redirect_answer<'s>(
 /// body), no body announced or sent, and an origin-form target (an HTTP/1
 /// absolute-form target has a scheme or authority; h2 carries them as
 /// pseudo-headers, with `:path` apart). Returns the raw target.
-fn preflight<'r, 's>(
+fn preflight<'r>(
     snap: &Snapshot,
     client: IpAddr,
     check_ip: bool,
     req: &'r Request<Incoming>,
-) -> Result<&'r str, (Response<Body>, Outcome<'s>)> {
-    let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
+) -> Result<&'r str, Refusal> {
     if check_ip && !snap.ranges.admit(client) {
-        return Err(deny(Deny::Ip));
+        return Err(Refusal::Deny(Deny::Ip));
     }
     if let Some(limit) = &snap.rate_limit {
-        if let Err(wait) = limit.check(client) {
-            return Err((response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit)));
-        }
+        limit.check(client).map_err(Refusal::RateLimited)?;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(deny(Deny::Method));
+        return Err(Refusal::Deny(Deny::Method));
     }
     if has_body(req) {
-        return Err(deny(Deny::Body));
+        return Err(Refusal::Deny(Deny::Body));
     }
     let uri = req.uri();
     if req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return Err(deny(Deny::Target));
+        return Err(Refusal::Deny(Deny::Target));
     }
-    uri.path_and_query().map(|p| p.as_str()).ok_or_else(|| deny(Deny::Target))
+    uri.path_and_query().map(|p| p.as_str()).ok_or(Refusal::Deny(Deny::Target))
+}
+
+/// Why `preflight` refused a request.
+enum Refusal {
+    Deny(Deny),
+    RateLimited(std::time::Duration),
+}
+
+impl Refusal {
+    fn answer<'s>(self) -> (Response<Body>, Outcome<'s>) {
+        match self {
+            Refusal::Deny(d) => (response::error(d.status()), Outcome::Denied(d)),
+            Refusal::RateLimited(wait) => (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit)),
+        }
+    }
 }
 
 /// A request has a body if it says so or sends one.
