@@ -28,7 +28,10 @@ path=/v1/identity/oidc/plugins/.well-known/keys
 # wif-proxy: plain on 19080, TLS on 19443 (access log off, as nginx below).
 for mode in plain tls; do
   port=19080; admin=19081; tls=""
-  if [ $mode = tls ]; then port=19443; admin=19444; tls=$'[tls]\nmode = "files"\n[[tls.certificate]]\ncert = "'$work'/cert.pem"\nkey = "'$work'/key.pem"'; fi
+  if [ $mode = tls ]; then
+    port=19443; admin=19444
+    tls=$(printf '[tls]\nmode = "files"\n[[tls.certificate]]\ncert = "%s/cert.pem"\nkey = "%s/key.pem"' "$work" "$work")
+  fi
   cat > "$work/wif-$mode.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -52,6 +55,10 @@ done
 
 # nginx: the same allowlist, cache, stale serving.
 mkdir -p "$work/nginx/cache"
+# nginx workers run as an unprivileged user: they must reach the cache, or
+# nginx silently proxies every request and the comparison is meaningless.
+chmod 755 "$work"
+chown -R nobody "$work/nginx" 2>/dev/null || chmod -R 777 "$work/nginx"
 cat > "$work/nginx.conf" <<NGINX
 worker_processes $(nproc);
 pid $work/nginx.pid;
@@ -79,11 +86,13 @@ nginx -c "$work/nginx.conf" -p "$work" 2>/dev/null
 pids+=($(cat "$work/nginx.pid" 2>/dev/null || true))
 
 # The ceiling: bare hyper with the same bytes.
+wait_http http://127.0.0.1:19200$path
 curl -s http://127.0.0.1:19200$path > "$work/body.json"
 ./target/release/examples/ceiling 127.0.0.1:19280 "$work/body.json" & pids+=($!); ceiling_pid=$!
 ./target/release/examples/ceiling 127.0.0.1:19643 "$work/body.json" "$work/cert.pem" "$work/key.pem" & pids+=($!); ceiling_tls_pid=$!
-sleep 1
-for u in http://127.0.0.1:19080 http://127.0.0.1:19180 http://127.0.0.1:19280; do curl -sf -o /dev/null "$u$path" || { echo "not serving: $u" >&2; exit 1; }; done
+for u in http://127.0.0.1:19080 http://127.0.0.1:19180 http://127.0.0.1:19280; do wait_http "$u$path"; done
+curl -s -o /dev/null http://127.0.0.1:19180$path
+ls "$work/nginx/cache"/* >/dev/null 2>&1 || { echo "nginx is not caching: see $work/nginx-error.log" >&2; cat "$work/nginx-error.log" >&2; exit 1; }
 
 declare -A url=(
   [wif-http]=http://127.0.0.1:19080 [nginx-http]=http://127.0.0.1:19180 [ceiling-http]=http://127.0.0.1:19280

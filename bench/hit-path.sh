@@ -30,6 +30,7 @@ upstream = "http://127.0.0.1:18200"
 TOML
 ./target/release/wif-proxy --config "$work/proxy.toml" 2>"$work/proxy.log" &
 proxy=$!
+wait_http http://127.0.0.1:18200/v1/identity/oidc/plugins/.well-known/keys
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18081/readyz >/dev/null && break; sleep 0.1; done
 url=http://127.0.0.1:18080/v1/identity/oidc/plugins/.well-known/keys
 echo "document: $(curl -s "$url" | wc -c) bytes; access log: ${ACCESS_LOG:-false}"
