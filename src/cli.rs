@@ -91,9 +91,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr through a buffered writer on its own thread, so a
-/// request never waits for a `write` syscall (the access log cost ~30% of
-/// throughput when written inline). Lossless: if 128k lines are queued the
-/// writer applies backpressure instead of dropping. The guard flushes on exit.
+/// request never waits for a `write` syscall. Lossless: if 128k lines are
+/// queued the writer applies backpressure instead of dropping. The guard
+/// flushes on exit. (Formatting still happens on the caller's thread.)
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WIF_PROXY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
