@@ -25,19 +25,18 @@ use crate::metrics::{unix_seconds, DocumentLabels, HostLabels, Metrics, Namespac
 use crate::routes::DocKind;
 use crate::state::Shared;
 
+/// Open admin connections at most: probes and scrapers need a handful.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
 /// Serves the admin endpoints until the task is aborted.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let conns = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("admin accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let Some((stream, _)) = crate::server::accept(&listener, "server.admin_listen").await else { continue };
+        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else { continue };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&shared, &req)) }

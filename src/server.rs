@@ -82,10 +82,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { shared, public, admin, http } = self;
         let admin_task = tokio::spawn(admin::serve(admin, Arc::clone(&shared)));
-        let http_task = http.map(|l| tokio::spawn(serve_http_listener(l, Arc::clone(&shared))));
         let max = shared.snapshot().config.server.max_connections;
+        // One budget for every public port: the plain-HTTP listener counts too.
         let conns = Arc::new(Semaphore::new(max));
         let per_ip = Arc::new(PerIp::default());
+        let http_task = http.map(|l| {
+            tokio::spawn(serve_http_listener(l, Arc::clone(&shared), Arc::clone(&conns), Arc::clone(&per_ip)))
+        });
         let graceful = GracefulShutdown::new();
 
         shared.snapshot().prefetch();
@@ -97,18 +100,9 @@ impl Server {
             let accepted = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                a = public.accept() => a,
+                a = accept(&public, "server.listen") => a,
             };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly
-                    // instead of spinning on the error.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let Some((stream, peer)) = accepted else { continue };
             let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
                 shared.metrics.deny("conn_limit");
                 tracing::debug!(peer = %peer, "max_connections reached; closing new connection");
@@ -237,20 +231,46 @@ where
     }
 }
 
+/// One accepted connection; `None` after a failed accept (out of file
+/// descriptors and the like), having paused briefly instead of spinning.
+pub(crate) async fn accept(listener: &TcpListener, what: &'static str) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(listener = what, "accept failed: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// The plain-HTTP listener next to a TLS one: ACME HTTP-01 answers and
-/// redirects to https. It serves no documents.
-async fn serve_http_listener(listener: TcpListener, shared: Arc<Shared>) {
+/// redirects to https. It serves no documents, but it is public, so its
+/// connections count against the same global and per-address caps.
+async fn serve_http_listener(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Semaphore>, per_ip: Arc<PerIp>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("http_listen accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        let Some((stream, peer)) = accept(&listener, "tls.http_listen").await else { continue };
+        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+            shared.metrics.deny("conn_limit");
+            continue;
+        };
+        let snap = shared.snapshot();
+        let client_ip = peer.ip().to_canonical();
+        // A trusted proxy carries many clients: no per-address cap on it.
+        let slot = if snap.config.client_ip.trusted_proxies.contains(client_ip) {
+            None
+        } else {
+            match per_ip.acquire(client_ip, snap.config.server.max_connections_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    shared.metrics.deny("conn_limit");
+                    continue;
+                }
             }
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            let _held = (permit, slot);
             let cfg = shared.snapshot().config.server.clone();
             let info = Arc::new(ConnInfo { peer, client_ip: peer.ip().to_canonical(), forwarded: false, tls: false });
             let service = service_fn(move |req| {

@@ -312,3 +312,33 @@ async fn sslscan_finds_no_weak_protocol_or_cipher() {
         assert!(strong, "weak suite accepted: {line}");
     }
 }
+
+#[tokio::test]
+async fn the_http_listener_counts_against_the_connection_caps() {
+    let si = StandIn::start().await;
+    let pki = Pki::new();
+    let files = Files::new();
+    files.write("cap", &pki.leaf(&["wif.example.com"], -1, 30));
+    let p = TestProxy::start(&config(
+        "max_connections_per_ip = 2\nidle_timeout = \"10s\"",
+        &format!(
+            "{}{}",
+            tls_config(&files, &["cap"], "http_listen = \"127.0.0.1:0\""),
+            vault_issuer("v", &si.origin(), &[""])
+        ),
+    ))
+    .await;
+    let http = p.http.expect("http listener");
+    let req = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", root_keys());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from(Some("127.0.0.20"), http).await;
+        s.write_all(req.as_bytes()).await.unwrap();
+        let out = read_until_quiet(&mut s, Duration::from_millis(100), Duration::from_secs(3)).await;
+        assert_eq!(parse_responses(&out, false)[0].status, 308);
+        held.push(s);
+    }
+    let out = raw_from(Some("127.0.0.20"), http, req.as_bytes()).await;
+    assert!(out.is_empty(), "a third connection from one address is closed: {}", String::from_utf8_lossy(&out));
+    assert_eq!(parse_responses(&raw_from(Some("127.0.0.21"), http, req.as_bytes()).await, false)[0].status, 308);
+}
