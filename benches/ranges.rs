@@ -9,21 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use wif_proxy::config::{RangeFormat, RangeLocation, RangeSourceConfig};
+use wif_proxy::config::{RangeFormat, RangeSourceConfig};
 use wif_proxy::ipranges::parse;
 use wif_proxy::ipset::IpSet;
-
-fn source(format: RangeFormat) -> RangeSourceConfig {
-    RangeSourceConfig {
-        name: "bench".into(),
-        format,
-        location: RangeLocation::Inline(vec![]),
-        services: vec![],
-        regions: vec![],
-        scopes: vec![],
-        tags: vec![],
-    }
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -41,7 +29,7 @@ fn main() {
             eprintln!("skipping {file}: {} not found", path.display());
             continue;
         };
-        let src = source(format);
+        let src = RangeSourceConfig::unfiltered("bench", format);
         let mut times = Vec::new();
         let mut set = IpSet::default();
         let mut n = 0;

@@ -304,7 +304,7 @@ impl Slot {
                 self.failure.store(None);
                 self.note_recovered();
                 if let Some(p) = &src.persist {
-                    p.save_in_background(self.record(src.kind, &entry));
+                    p.save_in_background(Record::new(&self.key, src.kind, &entry));
                 }
                 Ok(entry)
             }
@@ -379,10 +379,6 @@ impl Slot {
         if failing.take().is_some() {
             tracing::info!(issuer = %self.key.issuer, path = %self.key.path, "issuer fetch recovered");
         }
-    }
-
-    fn record(&self, kind: DocKind, entry: &Entry) -> Record {
-        Record::new(&self.key, kind, entry)
     }
 
     /// Installs a persisted document as a stale entry (start-up only).

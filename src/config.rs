@@ -187,6 +187,22 @@ impl RangeFormat {
     }
 }
 
+impl RangeSourceConfig {
+    /// A source without filters whose data is handed to `ipranges::parse`
+    /// directly (benchmarks, tests, tools).
+    pub fn unfiltered(name: &str, format: RangeFormat) -> RangeSourceConfig {
+        RangeSourceConfig {
+            name: name.to_string(),
+            format,
+            location: RangeLocation::Inline(Vec::new()),
+            services: Vec::new(),
+            regions: Vec::new(),
+            scopes: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
 /// Where a range source's data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeLocation {
@@ -367,11 +383,6 @@ impl Config {
             ConfigError::Syntax { path: path.display().to_string(), line, message }
         })?;
         cx.validate(raw)
-    }
-
-    /// Finds an issuer by name.
-    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
-        self.issuers.iter().find(|i| i.name == name)
     }
 }
 

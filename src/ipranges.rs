@@ -432,22 +432,10 @@ fn now_secs() -> u64 {
 mod tests {
     use super::*;
 
-    fn src(format: RangeFormat) -> RangeSourceConfig {
-        RangeSourceConfig {
-            name: "t".into(),
-            format,
-            location: RangeLocation::Inline(vec![]),
-            services: vec![],
-            regions: vec![],
-            scopes: vec![],
-            tags: vec![],
-        }
-    }
-
     #[test]
     fn formats() {
         let aws = br#"{"prefixes":[{"ip_prefix":"3.5.140.0/22","region":"ap-northeast-2","service":"S3","network_border_group":"x"},{"ip_prefix":"15.230.56.104/31","region":"us-east-1","service":"EC2","network_border_group":"x"}],"ipv6_prefixes":[{"ipv6_prefix":"2600:1f14::/35","region":"us-west-2","service":"EC2","network_border_group":"x"}]}"#;
-        let mut s = src(RangeFormat::Aws);
+        let mut s = RangeSourceConfig::unfiltered("t", RangeFormat::Aws);
         assert_eq!(parse(&s, aws).unwrap().len(), 3);
         s.services = vec!["ec2".into()];
         assert_eq!(parse(&s, aws).unwrap().len(), 2);
@@ -457,8 +445,10 @@ mod tests {
         assert!(parse(&s, aws).unwrap_err().contains("no prefixes matched"));
 
         let text = b"# Cloudflare\n173.245.48.0/20\n\n103.21.244.0/22 # comment\n2400:cb00::/32\n";
-        assert_eq!(parse(&src(RangeFormat::Cidrs), text).unwrap().len(), 3);
-        assert!(parse(&src(RangeFormat::Cidrs), b"10.0.0.0/8\nnonsense\n").unwrap_err().contains("line 2"));
-        assert!(parse(&src(RangeFormat::Azure), b"{\"values\":").is_err());
+        assert_eq!(parse(&RangeSourceConfig::unfiltered("t", RangeFormat::Cidrs), text).unwrap().len(), 3);
+        assert!(parse(&RangeSourceConfig::unfiltered("t", RangeFormat::Cidrs), b"10.0.0.0/8\nnonsense\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse(&RangeSourceConfig::unfiltered("t", RangeFormat::Azure), b"{\"values\":").is_err());
     }
 }

@@ -38,10 +38,6 @@ impl IpSet {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
-    }
-
     /// Number of merged ranges (IPv4, IPv6).
     pub fn ranges(&self) -> (usize, usize) {
         (self.v4.len(), self.v6.len())

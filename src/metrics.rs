@@ -27,16 +27,6 @@ pub struct RequestLabels {
     pub status_class: &'static str,
 }
 
-/// `2xx` .. `5xx`.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,

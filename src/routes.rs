@@ -143,11 +143,6 @@ impl Routes {
         self.any_host.find(target)
     }
 
-    /// Whether any issuer is bound to specific hosts.
-    pub fn has_hosts(&self) -> bool {
-        !self.by_host.is_empty()
-    }
-
     /// A human-readable listing of everything exposed, for `wif-proxy check`.
     pub fn describe(&self, config: &Config) -> String {
         let mut out = String::new();

@@ -279,14 +279,6 @@ impl DynamicDocs {
         self.lock().values().map(|d| Arc::clone(&d.slot)).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Doc>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }

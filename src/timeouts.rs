@@ -65,10 +65,6 @@ impl<T> Timeouts<T> {
         }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     fn deadline(&self) -> Instant {
         let idle = self.last_progress + self.idle;
         match self.head_deadline {
