@@ -90,19 +90,25 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a buffered writer on its own thread, so a
-/// request never waits for a `write` syscall. Lossless: if 128k lines are
-/// queued the writer applies backpressure instead of dropping. The guard
-/// flushes on exit. (Formatting still happens on the caller's thread.)
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr from one thread (`accesslog`): requests never wait for
+/// a `write`, access lines are formatted there, and `tracing` events share
+/// the same writer. The guard flushes on exit.
+fn init_logging(format: LogFormat) -> Option<crate::accesslog::Guard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WIF_PROXY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("wif-proxy-log")
-        .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let guard = match crate::accesslog::start(match format {
+        LogFormat::Text => crate::accesslog::Format::Text,
+        LogFormat::Json => crate::accesslog::Format::Json,
+    }) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("warning: no log thread ({e}); logging directly to stderr");
+            None
+        }
+    };
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::accesslog::LogWriter).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

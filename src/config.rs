@@ -262,6 +262,10 @@ pub struct CacheConfig {
 pub struct LogConfig {
     /// One line per request on the `access` target.
     pub access: bool,
+    /// At most this many access-log lines a second for requests the proxy
+    /// denied (the rest are counted and reported in one summary line), so a
+    /// flood of hostile requests cannot become a logging storm. 0 = none.
+    pub denied_lines_per_second: usize,
 }
 
 /// What kind of issuer sits behind the proxy; decides the public path set.
@@ -517,6 +521,7 @@ struct RawCache {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     access: Option<bool>,
+    denied_lines_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -697,7 +702,16 @@ impl Cx<'_> {
             });
         }
 
-        let log = LogConfig { access: raw.log.and_then(|l| l.access).unwrap_or(true) };
+        let raw_log = raw.log.unwrap_or_default();
+        let log = LogConfig {
+            access: raw_log.access.unwrap_or(true),
+            denied_lines_per_second: self.int(
+                "log.denied_lines_per_second",
+                &raw_log.denied_lines_per_second,
+                100,
+                0..=1_000_000,
+            )?,
+        };
         let client_ip = self.client_ip(raw.client_ip.unwrap_or_default())?;
         let rate_limit = self.rate_limit(raw.rate_limit.unwrap_or_default())?;
         let ip_allow = self.ip_allow(raw.ip_allow.unwrap_or_default())?;

@@ -6,6 +6,7 @@
 //! exposed) → [`proxy`] (the request path) → [`cache`] and [`upstream`] (how
 //! documents are obtained) → [`server`] (connections and limits).
 
+pub mod accesslog;
 pub mod admin;
 pub mod cache;
 pub mod cli;

@@ -5,7 +5,6 @@
 //! answers it with one of our fixed errors. The request itself is never given
 //! to anything that talks to the issuer: only the allowlist entry it matched is.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -14,6 +13,7 @@ use http::{HeaderValue, StatusCode};
 use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 
+use crate::accesslog;
 use crate::cache::CacheStatus;
 use crate::clientip;
 use crate::metrics::Metrics;
@@ -68,7 +68,7 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> 
     }
     record(&snap.metrics, &outcome, started);
     if snap.config.log.access {
-        access_log(client, &req, &resp, &outcome, started);
+        access_log(&snap, client, &req, &resp, &outcome, started);
     }
     resp
 }
@@ -137,7 +137,7 @@ pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, req: Request<Incom
     let snap = shared.snapshot();
     let (resp, outcome) = redirect_answer(shared, &snap, conn.client_ip, &req);
     if snap.config.log.access {
-        access_log(conn.client_ip, &req, &resp, &outcome, started);
+        access_log(&snap, conn.client_ip, &req, &resp, &outcome, started);
     }
     resp
 }
@@ -248,7 +248,19 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
     }
 }
 
-fn access_log(client: IpAddr, req: &Request<Incoming>, resp: &Response<Body>, outcome: &Outcome<'_>, started: Instant) {
+/// Hands the access log a fixed-size copy of what happened; it is
+/// formatted and written on the log thread (`accesslog`).
+fn access_log(
+    snap: &Snapshot,
+    client: IpAddr,
+    req: &Request<Incoming>,
+    resp: &Response<Body>,
+    outcome: &Outcome<'_>,
+    started: Instant,
+) {
+    if !accesslog::enabled() {
+        return;
+    }
     let target = req.uri().path_and_query().map_or("", |p| p.as_str());
     let bytes = if req.method() == Method::HEAD { 0 } else { resp.body().size_hint().exact().unwrap_or(0) };
     let (issuer, doc, cache, deny) = match outcome {
@@ -258,48 +270,19 @@ fn access_log(client: IpAddr, req: &Request<Incoming>, resp: &Response<Body>, ou
         Outcome::Redirect => ("", "", "redirect", ""),
         Outcome::Challenge => ("", "", "acme-challenge", ""),
     };
-    tracing::info!(
-        target: "access",
-        client = %client,
-        method = %req.method(),
-        target = %escape(target, 256),
-        version = ?req.version(),
-        status = resp.status().as_u16(),
+    let record = accesslog::Record {
+        time: std::time::SystemTime::now(),
+        client,
+        method: accesslog::Record::method(req.method()),
+        target: accesslog::Inline::new(target.as_bytes()),
+        version: req.version(),
+        status: resp.status().as_u16(),
         bytes,
-        duration_us = started.elapsed().as_micros() as u64,
-        issuer,
+        duration_us: started.elapsed().as_micros() as u64,
+        issuer: accesslog::Inline::new(issuer.as_bytes()),
         doc,
         cache,
         deny,
-    );
-}
-
-/// Makes a client-controlled string safe for one log line: printable ASCII
-/// only (everything else as `\xNN`), at most `max` bytes, marked when cut.
-pub fn escape(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max) + 4);
-    for &b in s.as_bytes() {
-        if out.len() >= max {
-            out.push_str("...");
-            break;
-        }
-        if (0x21..0x7f).contains(&b) && b != b'\\' && b != b'"' {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_and_truncates() {
-        assert_eq!(escape("/a b\"\\", 100), "/a\\x20b\\x22\\x5c");
-        assert_eq!(escape("/\u{e9}", 100), "/\\xc3\\xa9");
-        assert_eq!(escape(&"a".repeat(300), 4), "aaaa...");
-    }
+    };
+    accesslog::submit(record, snap.config.log.denied_lines_per_second);
 }

@@ -237,3 +237,80 @@ async fn readiness_waits_for_the_first_fetch_and_names_the_cause() {
     assert_eq!(r["documents"]["servable"], 2);
     assert_eq!(r["not_ready"], serde_json::json!([]));
 }
+
+/// The access log, as the binary writes it: one JSON line per request with
+/// what was asked and what was answered; denied requests over
+/// `log.denied_lines_per_second` are counted in a summary line instead, so
+/// the lines plus the counts add up to the requests sent.
+#[tokio::test]
+async fn access_log_lines_and_the_denied_line_budget() {
+    let si = standin::StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let rest = format!(
+        "[log]\naccess = true\ndenied_lines_per_second = 5\n[rate_limit]\nenabled = false\n{}",
+        vault_issuer("vault", &si.origin(), &[""])
+    );
+    std::fs::write(&path, config("", &rest)).unwrap();
+    let p = Process::start(&path).await;
+
+    let served = raw_from(
+        Some("127.0.0.2"),
+        p.public,
+        format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", root_keys()).as_bytes(),
+    )
+    .await;
+    let served = &parse_responses(&served, false)[0];
+    assert_eq!(served.status, 200);
+    let method = raw_from(Some("127.0.0.3"), p.public, b"BREW /pot\x7e HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(parse_responses(&method, false)[0].status, 405);
+
+    // A flood of denied requests on one keep-alive connection.
+    const FLOOD: usize = 300;
+    let mut s = connect_from(Some("127.0.0.4"), p.public).await;
+    s.write_all("GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(FLOOD).as_bytes()).await.unwrap();
+    let answers = read_until_quiet(&mut s, Duration::from_millis(300), Duration::from_secs(10)).await;
+    assert_eq!(parse_responses(&answers, false).iter().filter(|r| r.status == 404).count(), FLOOD);
+
+    let access = |log: &str| -> Vec<serde_json::Value> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    };
+    // Lines and left-out counts add up once the log thread has reported.
+    let mut settled = None;
+    for _ in 0..100 {
+        let lines = access(&p.log_text());
+        let denied_lines = lines.iter().filter(|v| v["deny"].as_str().is_some_and(|d| !d.is_empty())).count();
+        let left_out: u64 = lines.iter().filter_map(|v| v["denied_over_budget"].as_u64()).sum();
+        // Every denied request (the 405 and the flood) is a line or counted.
+        if denied_lines as u64 + left_out == FLOOD as u64 + 1 {
+            settled = Some((lines, denied_lines));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (lines, denied_lines) = settled.unwrap_or_else(|| panic!("counts never added up:\n{}", p.log_text()));
+    // The flood took well under a few seconds: 5 lines a second allow a handful.
+    assert!((2..=20).contains(&denied_lines), "at most 5 denied lines a second, got {denied_lines}");
+    assert!(lines.iter().all(|v| v["queue_full"].as_u64().unwrap_or(0) == 0), "nothing dropped");
+
+    let ok = lines.iter().find(|v| v["status"] == 200).expect("served line");
+    assert_eq!(ok["client"], "127.0.0.2");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["uri"], root_keys());
+    assert_eq!(ok["version"], "HTTP/1.1");
+    assert_eq!(ok["bytes"].as_u64(), Some(served.body.len() as u64));
+    assert_eq!(ok["issuer"], "vault");
+    assert_eq!(ok["doc"], "keys");
+    assert_eq!(ok["cache"], "miss");
+    assert_eq!(ok["deny"], "");
+    assert!(ok["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    let brew = lines.iter().find(|v| v["client"] == "127.0.0.3").expect("denied line");
+    assert_eq!((brew["method"].as_str(), brew["status"].as_u64()), (Some("BREW"), Some(405)));
+    assert_eq!((brew["uri"].as_str(), brew["deny"].as_str()), (Some("/pot~"), Some("method")));
+    let flood = lines.iter().find(|v| v["client"] == "127.0.0.4").expect("flood line");
+    assert_eq!((flood["uri"].as_str(), flood["deny"].as_str()), (Some("/v1/sys/health"), Some("path")));
+}

@@ -1,0 +1,443 @@
+//! The log writer: one thread that owns stderr, and the access log that
+//! feeds it.
+//!
+//! The request path does not format access-log lines. It copies a fixed-size
+//! [`Record`] (no heap allocation) into a bounded queue; the log thread turns
+//! records into text or JSON lines, batches whatever is queued into one
+//! buffer and writes it with one syscall. The other log events (`tracing`)
+//! reach the same thread through [`LogWriter`], so lines from both never
+//! interleave mid-line.
+//!
+//! Two limits keep a flood from becoming a logging storm or a memory problem:
+//! - lines for denied requests are budgeted per second
+//!   (`log.denied_lines_per_second`); the rest are counted, and
+//! - when the queue is full a record is dropped, never waited for.
+//!
+//! Both counts are reported once a second in one summary line, so nothing is
+//! lost silently.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{Method, Version};
+
+/// Records the queue holds at most (about 400 bytes each).
+const QUEUE: usize = 4096;
+/// Bytes of a request target kept for its log line; longer ones are cut.
+const TARGET_MAX: usize = 256;
+
+/// Line format of every log line, chosen on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// What one request did, copied by value into the queue.
+pub struct Record {
+    pub time: SystemTime,
+    pub client: IpAddr,
+    pub method: Inline<16>,
+    pub target: Inline<TARGET_MAX>,
+    pub version: Version,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration_us: u64,
+    pub issuer: Inline<64>,
+    pub doc: &'static str,
+    pub cache: &'static str,
+    /// The deny reason; empty when the request was not denied.
+    pub deny: &'static str,
+}
+
+impl Record {
+    pub fn method(m: &Method) -> Inline<16> {
+        Inline::new(m.as_str().as_bytes())
+    }
+}
+
+/// Up to `N` bytes stored in place, and whether more were cut off.
+#[derive(Clone, Copy)]
+pub struct Inline<const N: usize> {
+    len: u16,
+    cut: bool,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Inline<N> {
+    pub fn new(s: &[u8]) -> Self {
+        let len = s.len().min(N);
+        let mut buf = [0; N];
+        buf[..len].copy_from_slice(&s[..len]);
+        Inline { len: len as u16, cut: s.len() > N, buf }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+// Records are nearly every message: boxing them would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Access(Record),
+    /// A formatted `tracing` line.
+    Line(Vec<u8>),
+    /// Write out everything queued, then answer.
+    Flush(SyncSender<()>),
+}
+
+/// The running log thread's inbox and the counters it reports.
+struct Logger {
+    tx: SyncSender<Msg>,
+    denied: Budget,
+    dropped: Arc<AtomicU64>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Starts the log thread (once per process). Until it runs, access records
+/// go nowhere, as `tracing` events go nowhere without a subscriber.
+pub fn start(format: Format) -> std::io::Result<Guard> {
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let logger = Logger { tx: tx.clone(), denied: Budget::default(), dropped: Arc::clone(&dropped) };
+    if LOGGER.set(logger).is_err() {
+        return Err(std::io::Error::other("the log thread is already running"));
+    }
+    std::thread::Builder::new().name("wif-proxy-log".into()).spawn(move || run(rx, format))?;
+    Ok(Guard { tx })
+}
+
+/// Flushes the log on drop (end of `main`).
+pub struct Guard {
+    tx: SyncSender<Msg>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let (ack, done) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Flush(ack)).is_ok() {
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Whether access lines are being written at all (the log thread runs).
+pub fn enabled() -> bool {
+    LOGGER.get().is_some()
+}
+
+/// Queues one access-log record. Never blocks: a denied request over
+/// `denied_per_second` (`log.denied_lines_per_second`), or any record while
+/// the queue is full, is counted instead of logged.
+pub fn submit(record: Record, denied_per_second: usize) {
+    let Some(l) = LOGGER.get() else { return };
+    if !record.deny.is_empty() && !l.denied.take(denied_per_second) {
+        return;
+    }
+    match l.tx.try_send(Msg::Access(record)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            l.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A per-second allowance shared by all request threads. Lock-free; at a
+/// second boundary a few requests may race, which only moves the count by
+/// those few.
+#[derive(Default)]
+struct Budget {
+    second: AtomicU64,
+    used: AtomicUsize,
+    left_out: AtomicU64,
+}
+
+impl Budget {
+    fn take(&self, per_second: usize) -> bool {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let second = self.second.load(Ordering::Relaxed);
+        if now != second && self.second.compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < per_second {
+            return true;
+        }
+        self.left_out.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// The `tracing` side: each event arrives as one formatted line.
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match LOGGER.get() {
+            // Lossless and rare: waits while the queue is full.
+            Some(l) => l.tx.send(Msg::Line(buf.to_vec())).map_err(|_| std::io::Error::other("log thread ended"))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+/// The log thread: format, batch, write, and once a second report what was
+/// left out.
+fn run(rx: Receiver<Msg>, format: Format) {
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut stderr = std::io::stderr();
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut acks = Vec::new();
+        let mut next = first;
+        // Everything queued now goes out in one write.
+        while let Some(msg) = next {
+            match msg {
+                Msg::Access(r) => format_record(&mut out, &r, format),
+                Msg::Line(l) => out.extend_from_slice(&l),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            if out.len() >= 60 * 1024 {
+                let _ = stderr.write_all(&out);
+                out.clear();
+            }
+            next = rx.try_recv().ok();
+        }
+        report_left_out(&mut out, format);
+        if !out.is_empty() {
+            let _ = stderr.write_all(&out);
+            out.clear();
+            if out.capacity() > 256 * 1024 {
+                out.shrink_to(64 * 1024);
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// One summary line for the denied lines over budget and the records
+/// dropped on a full queue since the last report (at most once a second).
+fn report_left_out(out: &mut Vec<u8>, format: Format) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let Some(l) = LOGGER.get() else { return };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if LAST.load(Ordering::Relaxed) == now {
+        return;
+    }
+    let denied = l.denied.left_out.swap(0, Ordering::Relaxed);
+    let dropped = l.dropped.swap(0, Ordering::Relaxed);
+    if denied == 0 && dropped == 0 {
+        return;
+    }
+    LAST.store(now, Ordering::Relaxed);
+    let ts = humantime::format_rfc3339_micros(SystemTime::now());
+    let mut d = itoa::Buffer::new();
+    let mut q = itoa::Buffer::new();
+    let (denied, dropped) = (d.format(denied), q.format(dropped));
+    match format {
+        Format::Text => {
+            for part in [&ts.to_string(), "  WARN access: access-log lines left out: denied_over_budget=", denied] {
+                out.extend_from_slice(part.as_bytes());
+            }
+            for part in [" queue_full=", dropped, "\n"] {
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        Format::Json => {
+            for part in [
+                "{\"timestamp\":\"",
+                &ts.to_string(),
+                "\",\"level\":\"WARN\",\"target\":\"access\",\"message\":\"access-log lines left out\",\"denied_over_budget\":",
+                denied,
+                ",\"queue_full\":",
+                dropped,
+                "}\n",
+            ] {
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+    }
+}
+
+/// Appends one access line. Client-controlled bytes (method, target) are
+/// escaped: printable ASCII only, `"` and `\` and everything else as `\xNN`
+/// (`\u00NN` in JSON), so a line is always one line and, in JSON, valid.
+pub fn format_record(out: &mut Vec<u8>, r: &Record, format: Format) {
+    let ts = humantime::format_rfc3339_micros(r.time);
+    let mut n = itoa::Buffer::new();
+    let version = match r.version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    };
+    match format {
+        Format::Text => {
+            let _ = write!(out, "{ts}  INFO access: client={}", r.client);
+            out.extend_from_slice(b" method=");
+            escape_into(out, &r.method, format);
+            out.extend_from_slice(b" uri=");
+            escape_into(out, &r.target, format);
+            out.extend_from_slice(b" version=");
+            out.extend_from_slice(version.as_bytes());
+            out.extend_from_slice(b" status=");
+            out.extend_from_slice(n.format(r.status).as_bytes());
+            out.extend_from_slice(b" bytes=");
+            out.extend_from_slice(n.format(r.bytes).as_bytes());
+            out.extend_from_slice(b" duration_us=");
+            out.extend_from_slice(n.format(r.duration_us).as_bytes());
+            for (key, value) in [
+                (&b" issuer="[..], r.issuer.as_bytes()),
+                (b" doc=", r.doc.as_bytes()),
+                (b" cache=", r.cache.as_bytes()),
+                (b" deny=", r.deny.as_bytes()),
+            ] {
+                if !value.is_empty() {
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(value);
+                }
+            }
+        }
+        Format::Json => {
+            let _ = write!(
+                out,
+                "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"target\":\"access\",\"client\":\"{}",
+                r.client
+            );
+            out.extend_from_slice(b"\",\"method\":\"");
+            escape_into(out, &r.method, format);
+            out.extend_from_slice(b"\",\"uri\":\"");
+            escape_into(out, &r.target, format);
+            out.extend_from_slice(b"\",\"version\":\"");
+            out.extend_from_slice(version.as_bytes());
+            out.extend_from_slice(b"\",\"status\":");
+            out.extend_from_slice(n.format(r.status).as_bytes());
+            out.extend_from_slice(b",\"bytes\":");
+            out.extend_from_slice(n.format(r.bytes).as_bytes());
+            out.extend_from_slice(b",\"duration_us\":");
+            out.extend_from_slice(n.format(r.duration_us).as_bytes());
+            for (key, value) in [
+                (&b",\"issuer\":\""[..], r.issuer.as_bytes()),
+                (b"\",\"doc\":\"", r.doc.as_bytes()),
+                (b"\",\"cache\":\"", r.cache.as_bytes()),
+                (b"\",\"deny\":\"", r.deny.as_bytes()),
+            ] {
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            out.extend_from_slice(b"\"}");
+        }
+    }
+    out.push(b'\n');
+}
+
+fn escape_into<const N: usize>(out: &mut Vec<u8>, s: &Inline<N>, format: Format) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let safe = |b: &u8| (0x21..0x7f).contains(b) && *b != b'\\' && *b != b'"';
+    let mut rest = s.as_bytes();
+    while !rest.is_empty() {
+        // Copy the run of safe bytes at once; escape the one byte after it.
+        let run = rest.iter().position(|b| !safe(b)).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some(&b) = rest.get(run) else { break };
+        let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]);
+        match format {
+            Format::Text => out.extend_from_slice(&[b'\\', b'x', hi, lo]),
+            Format::Json => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]),
+        }
+        rest = &rest[run + 1..];
+    }
+    if s.cut {
+        out.extend_from_slice(b"...");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target: &[u8], deny: &'static str) -> Record {
+        Record {
+            time: UNIX_EPOCH + Duration::from_micros(1_764_050_000_123_456),
+            client: "127.0.0.2".parse().expect("ip"),
+            method: Record::method(&Method::GET),
+            target: Inline::new(target),
+            version: Version::HTTP_11,
+            status: 404,
+            bytes: 98,
+            duration_us: 7,
+            issuer: Inline::new(b""),
+            doc: "",
+            cache: "",
+            deny,
+        }
+    }
+
+    #[test]
+    fn text_line_escapes_and_omits_empty_fields() {
+        let mut out = Vec::new();
+        format_record(&mut out, &record(b"/a b\"\\\xc3\xa9", "path"), Format::Text);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "2025-11-25T05:53:20.123456Z  INFO access: client=127.0.0.2 method=GET \
+             uri=/a\\x20b\\x22\\x5c\\xc3\\xa9 version=HTTP/1.1 status=404 bytes=98 duration_us=7 deny=path\n"
+        );
+    }
+
+    #[test]
+    fn json_line_is_valid_json_for_any_bytes() {
+        let target: Vec<u8> = (0..=255u8).collect();
+        let mut out = Vec::new();
+        format_record(&mut out, &record(&target, "path"), Format::Json);
+        let line = String::from_utf8(out).expect("ascii");
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        let uri = v["uri"].as_str().expect("uri");
+        assert_eq!(uri.chars().count(), 256, "every byte kept, one char each: {uri}");
+        assert_eq!(v["deny"], "path");
+        assert_eq!(v["status"], 404);
+    }
+
+    #[test]
+    fn long_targets_are_cut_and_marked() {
+        let mut out = Vec::new();
+        format_record(&mut out, &record(&[b'a'; 300], ""), Format::Text);
+        let line = String::from_utf8(out).expect("ascii");
+        assert!(line.contains(&format!("uri={}... ", "a".repeat(TARGET_MAX))), "{line}");
+    }
+
+    #[test]
+    fn budget_allows_n_per_second() {
+        let b = Budget::default();
+        let allowed = (0..50).filter(|_| b.take(10)).count();
+        // A second boundary inside the loop may allow up to 10 more.
+        assert!((10..=20).contains(&allowed), "{allowed}");
+        assert_eq!(b.left_out.load(Ordering::Relaxed) as usize, 50 - allowed);
+    }
+}
