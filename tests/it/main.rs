@@ -11,6 +11,7 @@ mod core;
 mod deploy;
 mod docs;
 mod doctor;
+mod fuzz;
 mod hostile;
 mod limits;
 mod observability;
