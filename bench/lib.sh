@@ -16,7 +16,7 @@ PY
 
 # wait_http URL: until it answers (10 s at most).
 wait_http() {
-  for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "not answering: $1" >&2
   return 1
 }

@@ -109,6 +109,7 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub ip_allow_would_deny: Counter,
     pub connections_active: Gauge,
+    pub connections_parked: Gauge,
     // Rebuilt at scrape time.
     pub document_age: Family<DocumentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub document_stale: Family<DocumentLabels, Gauge>,
@@ -165,6 +166,7 @@ impl Metrics {
             config_reloads: Family::default(),
             ip_allow_would_deny: Counter::default(),
             connections_active: Gauge::default(),
+            connections_parked: Gauge::default(),
             document_age: Family::default(),
             document_stale: Family::default(),
             jwks_keys: Family::default(),
@@ -220,6 +222,11 @@ impl Metrics {
             m.ip_allow_would_deny.clone(),
         );
         r.register("connections_active", "Open public connections", m.connections_active.clone());
+        r.register(
+            "connections_parked",
+            "Open public HTTP/1 connections idle between requests, holding no HTTP state",
+            m.connections_parked.clone(),
+        );
         r.register_with_unit("document_age", "Age of the cached document", Unit::Seconds, m.document_age.clone());
         r.register(
             "document_stale",
@@ -417,6 +424,22 @@ impl<'a> ConnectionGauge<'a> {
 }
 
 impl Drop for ConnectionGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts one parked connection while it lives.
+pub struct ParkedGauge(Gauge);
+
+impl ParkedGauge {
+    pub fn park(g: &Gauge) -> ParkedGauge {
+        g.inc();
+        ParkedGauge(g.clone())
+    }
+}
+
+impl Drop for ParkedGauge {
     fn drop(&mut self) {
         self.0.dec();
     }

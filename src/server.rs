@@ -11,23 +11,23 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::admin;
 use crate::clientip::{self, Prefixed};
 use crate::config::ServerConfig;
-use crate::metrics::ConnectionGauge;
+use crate::metrics::{ConnectionGauge, ParkedGauge};
 use crate::proxy::{self, ConnInfo};
 use crate::state::Shared;
 use crate::throttle::Throttle;
@@ -86,10 +86,11 @@ impl Server {
         // One budget for every public port: the plain-HTTP listener counts too.
         let conns = Arc::new(Semaphore::new(max));
         let per_ip = Arc::new(PerIp::default());
+        let drain = Arc::new(Drain::default());
         let http_task = http.map(|l| {
-            tokio::spawn(serve_http_listener(l, Arc::clone(&shared), Arc::clone(&conns), Arc::clone(&per_ip)))
+            let (conns, per_ip, drain) = (Arc::clone(&conns), Arc::clone(&per_ip), Arc::clone(&drain));
+            tokio::spawn(serve_http_listener(l, Arc::clone(&shared), conns, per_ip, drain))
         });
-        let graceful = GracefulShutdown::new();
 
         shared.snapshot().prefetch();
         shared.listening.store(true, Ordering::Release);
@@ -108,24 +109,24 @@ impl Server {
                 tracing::debug!(peer = %peer, "max_connections reached; closing new connection");
                 continue;
             };
-            let (shared, per_ip, watcher) = (Arc::clone(&shared), Arc::clone(&per_ip), graceful.watcher());
-            tokio::spawn(async move {
-                handle_connection(shared, per_ip, watcher, stream, peer).await;
-                drop(permit);
-            });
+            let (shared, per_ip, drain) = (Arc::clone(&shared), Arc::clone(&per_ip), Arc::clone(&drain));
+            tokio::spawn(handle_connection(shared, per_ip, drain, stream, peer, permit));
         }
 
         drop(public);
         shared.listening.store(false, Ordering::Release);
         let grace = shared.snapshot().config.server.shutdown_grace;
-        tracing::info!(open = graceful.count(), grace = ?grace, "shutting down: draining connections");
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!("shutdown_grace expired with connections still open; closing them");
-        }
-        admin_task.abort();
         if let Some(t) = http_task {
             t.abort();
         }
+        tracing::info!(open = max - conns.available_permits(), grace = ?grace, "shutting down: draining connections");
+        drain.start();
+        // Every connection holds a permit until its task ends.
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, conns.acquire_many(all)).await.is_err() {
+            tracing::warn!("shutdown_grace expired with connections still open; closing them");
+        }
+        admin_task.abort();
     }
 }
 
@@ -134,101 +135,315 @@ impl Server {
 /// Order of work, cheapest first: the PROXY header (only from trusted peers,
 /// under its own timeout), then the source-address allowlist and the
 /// per-address connection cap when the client address is known now, then HTTP.
-async fn handle_connection(
+/// (A plain fn returning an async block, like `serve_http`: its state is a
+/// parked connection's cost.)
+#[allow(clippy::manual_async_fn)]
+fn handle_connection(
     shared: Arc<Shared>,
     per_ip: Arc<PerIp>,
-    watcher: Watcher,
+    drain: Arc<Drain>,
     mut stream: TcpStream,
     peer: SocketAddr,
-) {
-    let _ = stream.set_nodelay(true);
-    let metrics = Arc::clone(&shared.metrics);
-    let _open = ConnectionGauge::open(&metrics.connections_active);
-    let snap = shared.snapshot();
-    let cfg = &snap.config;
-    let (client_ip, already_read) = match cfg.client_ip.source {
-        clientip::Source::ProxyProtocol => {
-            let header = clientip::read_proxy_header(
-                &mut stream,
-                peer,
-                &cfg.client_ip.trusted_proxies,
-                cfg.client_ip.proxy_protocol_timeout,
-            )
-            .await;
-            match header {
-                Ok((named, rest)) => (named.map_or(peer.ip(), |a| a.ip()).to_canonical(), rest),
-                Err(e) => {
-                    metrics.deny("proxy_protocol");
-                    if let Some(left_out) = PROXY_REFUSED.allow() {
-                        tracing::warn!(peer = %peer, left_out, "closing connection: {e}");
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _permit = permit;
+        let _ = stream.set_nodelay(true);
+        let metrics = Arc::clone(&shared.metrics);
+        let _open = ConnectionGauge::open(&metrics.connections_active);
+        let snap = shared.snapshot();
+        let cfg = &snap.config;
+        let (client_ip, already_read) = match cfg.client_ip.source {
+            clientip::Source::ProxyProtocol => {
+                let header = Box::pin(clientip::read_proxy_header(
+                    &mut stream,
+                    peer,
+                    &cfg.client_ip.trusted_proxies,
+                    cfg.client_ip.proxy_protocol_timeout,
+                ))
+                .await;
+                match header {
+                    Ok((named, rest)) => (named.map_or(peer.ip(), |a| a.ip()).to_canonical(), rest),
+                    Err(e) => {
+                        metrics.deny("proxy_protocol");
+                        if let Some(left_out) = PROXY_REFUSED.allow() {
+                            tracing::warn!(peer = %peer, left_out, "closing connection: {e}");
+                        }
+                        return;
+                    }
+                }
+            }
+            clientip::Source::Peer | clientip::Source::XForwardedFor => (peer.ip().to_canonical(), Bytes::new()),
+        };
+        // Behind an X-Forwarded-For proxy the client is only known per request
+        // (proxy.rs checks it there), and the peer is the proxy: no cap on it.
+        let forwarded = cfg.client_ip.source == clientip::Source::XForwardedFor;
+        let _slot = if forwarded {
+            None
+        } else {
+            match per_ip.acquire(client_ip, cfg.server.max_connections_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics.deny("conn_limit");
+                    if let Some(left_out) = PER_IP_REFUSED.allow() {
+                        tracing::warn!(client = %client_ip, left_out, "closing connection: max_connections_per_ip reached");
                     }
                     return;
                 }
             }
-        }
-        clientip::Source::Peer | clientip::Source::XForwardedFor => (peer.ip().to_canonical(), Bytes::new()),
-    };
-    // Behind an X-Forwarded-For proxy the client is only known per request
-    // (proxy.rs checks it there), and the peer is the proxy: no cap on it.
-    let forwarded = cfg.client_ip.source == clientip::Source::XForwardedFor;
-    let _slot = if forwarded {
-        None
-    } else {
-        match per_ip.acquire(client_ip, cfg.server.max_connections_per_ip) {
-            Some(slot) => Some(slot),
+        };
+        let admit = || {
+            let ok = forwarded || snap.ranges.admit(client_ip);
+            if !ok {
+                metrics.deny("ip");
+            }
+            ok
+        };
+        let limits = Limits::of(&cfg.server);
+        let parked = metrics.connections_parked.clone();
+        let io = Prefixed::new(already_read, stream);
+        let service = |info: ConnInfo| {
+            let (shared, info) = (Arc::clone(&shared), Arc::new(info));
+            service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                let info = Arc::clone(&info);
+                async move { Ok::<_, Infallible>(proxy::serve(&shared, &info, req).await) }
+            })
+        };
+        match &shared.tls {
             None => {
-                metrics.deny("conn_limit");
-                if let Some(left_out) = PER_IP_REFUSED.allow() {
-                    tracing::warn!(client = %client_ip, left_out, "closing connection: max_connections_per_ip reached");
+                if !admit() {
+                    return;
                 }
+                // Serving may last hours: hold no configuration snapshot that long.
+                drop(snap);
+                let info = ConnInfo { peer, client_ip, forwarded, tls: false };
+                serve_http(Timeouts::for_http(io, limits), service(info), limits, &drain, parked, false).await;
+            }
+            // Boxed, as the handshake's state is large and needed only once.
+            Some(tls) => match Box::pin(tls.accept(io, admit)).await {
+                Ok(Accepted::Http(stream)) => {
+                    drop(snap);
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let info = ConnInfo { peer, client_ip, forwarded, tls: true };
+                    serve_http(Timeouts::for_http(stream, limits), service(info), limits, &drain, parked, h2).await;
+                }
+                Ok(Accepted::Challenge) => tracing::info!(peer = %peer, "tls: answered an ACME TLS-ALPN-01 validation"),
+                Err(e) => tracing::debug!(peer = %peer, "closing connection: {e}"),
+            },
+        }
+    }
+}
+
+/// A connection's limits, copied out of the configuration once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    max_headers: usize,
+    h2_max_concurrent_streams: u32,
+}
+
+impl<I> Timeouts<I> {
+    fn for_http(io: I, limits: Limits) -> Self {
+        Timeouts::new(io, limits.idle_timeout, Some(limits.header_read_timeout))
+    }
+}
+
+impl Limits {
+    fn of(cfg: &ServerConfig) -> Limits {
+        Limits {
+            idle_timeout: cfg.idle_timeout,
+            header_read_timeout: cfg.header_read_timeout,
+            max_header_bytes: cfg.max_header_bytes,
+            max_headers: cfg.max_headers,
+            h2_max_concurrent_streams: cfg.h2_max_concurrent_streams,
+        }
+    }
+}
+
+/// How long an HTTP/1 connection waits between requests before it parks:
+/// hyper's connection and buffers are dropped and the bare stream waits for
+/// the next request (see timeouts.rs). Long enough that a client sending
+/// requests back to back never parks.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// Shutdown, as connections see it: a flag that flips once, and a wake-up
+/// for connections waiting for their next request.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    started: Arc<AtomicBool>,
+    notify: tokio::sync::Notify,
+}
+
+impl Drain {
+    fn start(&self) {
+        self.started.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once shutdown has started.
+    async fn started(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.started.load(Ordering::Acquire) {
                 return;
             }
+            notified.await;
         }
-    };
-    let admit = || {
-        let ok = forwarded || snap.ranges.admit(client_ip);
-        if !ok {
-            metrics.deny("ip");
-        }
-        ok
-    };
-    let io = Prefixed::new(already_read, stream);
-    match &shared.tls {
-        None => {
-            if !admit() {
-                return;
-            }
-            let info = ConnInfo { peer, client_ip, forwarded, tls: false };
-            serve_http(io, info, Arc::clone(&shared), &cfg.server, watcher).await;
-        }
-        Some(tls) => match tls.accept(io, admit).await {
-            Ok(Accepted::Http(stream)) => {
-                let info = ConnInfo { peer, client_ip, forwarded, tls: true };
-                serve_http(stream, info, Arc::clone(&shared), &cfg.server, watcher).await;
-            }
-            Ok(Accepted::Challenge) => tracing::info!(peer = %peer, "tls: answered an ACME TLS-ALPN-01 validation"),
-            Err(e) => tracing::debug!(peer = %peer, "closing connection: {e}"),
-        },
     }
 }
 
 /// HTTP/1.1 and h2 on an established stream, with our deadlines.
-async fn serve_http<I>(io: I, info: ConnInfo, shared: Arc<Shared>, cfg: &ServerConfig, watcher: Watcher)
+///
+/// HTTP/1 is served one stretch of activity at a time: between requests the
+/// connection parks (after [`PARK_AFTER`] of quiet) and waits for the next
+/// request's first byte holding nothing but the stream; hyper serves each
+/// stretch. h2 (by ALPN, or a cleartext connection opening with `P`, which
+/// could be the h2 preface) goes to hyper-util's auto builder, which tells
+/// the two apart and serves h2 with its own limits.
+///
+/// Shutdown: a parked connection closes at once; a busy one finishes what it
+/// is answering and closes at its next quiet moment.
+// A plain fn returning an async block: an `async fn` would copy its
+// arguments into its state a second time, and this state is what a parked
+// connection costs (hyper's part is boxed in `session`).
+#[allow(clippy::manual_async_fn)]
+fn serve_http<'d, I, S>(
+    mut io: Timeouts<I>,
+    mut service: S,
+    limits: Limits,
+    drain: &'d Drain,
+    parked: prometheus_client::metrics::gauge::Gauge,
+    h2: bool,
+) -> impl Future<Output = ()> + Send + 'd
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = http::Response<crate::response::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
-    let peer = info.peer;
-    let info = Arc::new(info);
-    let service = service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        let info = Arc::clone(&info);
-        async move { Ok::<_, Infallible>(proxy::serve(&shared, &info, req).await) }
-    });
-    let io = TokioIo::new(Timeouts::new(io, cfg.idle_timeout, Some(cfg.header_read_timeout)));
-    let builder = http_builder(cfg);
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
-        tracing::debug!(peer = %peer, "connection ended: {e}");
+    async move {
+        if h2 {
+            return Box::pin(serve_auto(io, service, limits, drain)).await;
+        }
+        io.park_after(PARK_AFTER, Arc::clone(&drain.started));
+        // Counts this connection in `connections_parked` while it waits.
+        let mut _counted: Option<ParkedGauge> = None;
+        loop {
+            // Parked: wait for the next request's first byte, holding no buffer.
+            let mut first = [0u8; 1];
+            let n = tokio::select! {
+                r = io.read(&mut first) => r.unwrap_or(0),
+                () = drain.started() => 0,
+            };
+            _counted = None;
+            if n == 0 {
+                return;
+            }
+            io.unpark(one_byte(first[0]));
+            if first[0] == b'P' {
+                io.never_park();
+                return Box::pin(serve_auto(io, service, limits, drain)).await;
+            }
+            match Box::pin(session(io, service, limits)).await {
+                Session::Parked(i, s) => {
+                    (io, service) = (i, s);
+                    _counted = Some(ParkedGauge::park(&parked));
+                }
+                Session::Ended => return,
+                Session::Leftover(i, s) => return Box::pin(serve_auto(i, s, limits, drain)).await,
+            }
+        }
     }
+}
+
+/// How a stretch of HTTP/1 requests served by hyper ended.
+enum Session<I, S> {
+    /// Parked between requests: the stream and service come back.
+    Parked(Timeouts<I>, S),
+    /// The connection is over.
+    Ended,
+    /// hyper held unread bytes (never expected: parking waits for a request
+    /// boundary); they are a request's, so serve on without parking.
+    Leftover(Timeouts<I>, S),
+}
+
+/// hyper serves HTTP/1 requests until the connection parks or ends.
+async fn session<I, S>(io: Timeouts<I>, service: S, limits: Limits) -> Session<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = http::Response<crate::response::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let parts = match http1_builder(limits).serve_connection(TokioIo::new(io), service).without_shutdown().await {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::debug!("connection ended: {e}");
+            return Session::Ended;
+        }
+    };
+    let mut io = parts.io.into_inner();
+    if !io.is_parked() {
+        // The client closed, or the answer closed the connection
+        // (`Connection: close`, a refused body): finish the stream.
+        let _ = io.shutdown().await;
+        return Session::Ended;
+    }
+    if !parts.read_buf.is_empty() {
+        io.unpark(parts.read_buf);
+        io.never_park();
+        return Session::Leftover(io, parts.service);
+    }
+    Session::Parked(io, parts.service)
+}
+
+/// Any protocol, by hyper-util's auto builder (h2 and HTTP/1 without parking).
+async fn serve_auto<I, S>(io: Timeouts<I>, service: S, limits: Limits, drain: &Drain)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = http::Response<crate::response::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = auto_builder(limits);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// A one-byte `Bytes` without allocating.
+fn one_byte(b: u8) -> Bytes {
+    static ALL: [u8; 256] = {
+        let mut all = [0u8; 256];
+        let mut i = 0;
+        while i < 256 {
+            all[i] = i as u8;
+            i += 1;
+        }
+        all
+    };
+    let i = usize::from(b);
+    Bytes::from_static(&ALL[i..=i])
 }
 
 /// One accepted connection; `None` after a failed accept (out of file
@@ -247,7 +462,13 @@ pub(crate) async fn accept(listener: &TcpListener, what: &'static str) -> Option
 /// The plain-HTTP listener next to a TLS one: ACME HTTP-01 answers and
 /// redirects to https. It serves no documents, but it is public, so its
 /// connections count against the same global and per-address caps.
-async fn serve_http_listener(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Semaphore>, per_ip: Arc<PerIp>) {
+async fn serve_http_listener(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    conns: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    drain: Arc<Drain>,
+) {
     loop {
         let Some((stream, peer)) = accept(&listener, "tls.http_listen").await else { continue };
         let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
@@ -268,18 +489,18 @@ async fn serve_http_listener(listener: TcpListener, shared: Arc<Shared>, conns: 
                 }
             }
         };
-        let shared = Arc::clone(&shared);
+        let (shared, drain) = (Arc::clone(&shared), Arc::clone(&drain));
         tokio::spawn(async move {
             let _held = (permit, slot);
-            let cfg = shared.snapshot().config.server.clone();
+            let limits = Limits::of(&shared.snapshot().config.server);
+            let parked = shared.metrics.connections_parked.clone();
             let info = Arc::new(ConnInfo { peer, client_ip: peer.ip().to_canonical(), forwarded: false, tls: false });
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 let info = Arc::clone(&info);
                 async move { Ok::<_, Infallible>(proxy::serve_redirect(&shared, &info, req).await) }
             });
-            let io = TokioIo::new(Timeouts::new(stream, cfg.idle_timeout, Some(cfg.header_read_timeout)));
-            let _ = http_builder(&cfg).serve_connection(io, service).await;
+            serve_http(Timeouts::for_http(stream, limits), service, limits, &drain, parked, false).await;
         });
     }
 }
@@ -329,20 +550,31 @@ impl Drop for PerIpSlot {
 }
 
 /// hyper's HTTP/1.1 + h2 server with every limit set explicitly.
-fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+fn http1_builder(limits: Limits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // Our Timeouts wrapper enforces the head deadline; hyper's timer would
+    // also cut idle keep-alive connections (see timeouts.rs).
+    b.header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true)
+        .half_close(false);
+    b
+}
+
+fn auto_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // As in `http1_builder`.
     b.http1()
-        // Our Timeouts wrapper enforces the head deadline; hyper's timer
-        // would also cut idle keep-alive connections (see timeouts.rs).
         .header_read_timeout(None)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
-        .max_headers(cfg.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
         .keep_alive(true)
         .half_close(false);
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(cfg.h2_max_concurrent_streams)
-        .max_header_list_size(cfg.max_header_bytes as u32)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(32))
         .max_local_error_reset_streams(Some(256))
         .max_send_buf_size(64 * 1024)

@@ -16,10 +16,22 @@
 //!
 //! Deadlines are re-armed lazily: progress only records an `Instant`; the
 //! timer is reset when it fires early, so the hot path pays no timer cost.
+//!
+//! **Parking** (HTTP/1 only, see `server::serve_http1`): once a response has
+//! been flushed, no new request has begun, and nothing moved for
+//! `park_after`, the next read reports end-of-stream to hyper. hyper then
+//! finishes the connection without shutting the socket down and hands the
+//! I/O back, and with it goes everything it held per connection (two 8 KiB
+//! buffers and its state). The bare stream waits for the client's next byte;
+//! a new hyper connection serves the next request. An idle keep-alive
+//! connection so costs a socket and a small task, not hyper's buffers. The
+//! byte read while parked is handed back first through [`Timeouts::unread`].
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +49,20 @@ pub struct Timeouts<T> {
     head_deadline: Option<Instant>,
     scan: Scan,
     timer: Pin<Box<Sleep>>,
+    /// Parking: `None` = never.
+    park_after: Option<Duration>,
+    /// Shutdown has begun: park (and so close) at the first quiet moment.
+    draining: Option<Arc<AtomicBool>>,
+    /// A response was flushed and no request byte has arrived since.
+    quiet: bool,
+    /// Request heads completed since the connection was last quiet.
+    heads: u8,
+    /// Bytes were written since the connection was last quiet.
+    wrote: bool,
+    /// End-of-stream was reported to hyper to park the connection.
+    parked: bool,
+    /// Bytes to return before reading the stream again (read while parked).
+    unread: bytes::Bytes,
 }
 
 /// Where the head scanner stands.
@@ -62,7 +88,51 @@ impl<T> Timeouts<T> {
             head_deadline: None,
             scan: if head.is_some() { Scan::Sniff { seen: [0; 3], len: 0 } } else { Scan::Off },
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            park_after: None,
+            draining: None,
+            quiet: false,
+            heads: 0,
+            wrote: false,
+            parked: false,
+            unread: bytes::Bytes::new(),
         }
+    }
+
+    /// Parks the connection after `after` of quiet between requests, or at
+    /// once when `draining` is set.
+    pub fn park_after(&mut self, after: Duration, draining: Arc<AtomicBool>) {
+        self.park_after = Some(after);
+        self.draining = Some(draining);
+        let first = self.last_progress + after;
+        if first < self.deadline() {
+            self.timer.as_mut().reset(first);
+        }
+    }
+
+    /// Stops parking (the connection turned out to be h2).
+    pub fn never_park(&mut self) {
+        self.park_after = None;
+    }
+
+    /// Whether end-of-stream was reported to park the connection (rather
+    /// than because the client closed it).
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Ready to serve again: `bytes` (already seen by the head scanner) are
+    /// read first.
+    pub fn unpark(&mut self, bytes: bytes::Bytes) {
+        self.parked = false;
+        self.quiet = false;
+        self.wrote = false;
+        self.unread = bytes;
+    }
+
+    /// Whether the connection may be parked at `now`.
+    fn parkable(&self, now: Instant) -> bool {
+        let draining = || self.draining.as_ref().is_some_and(|d| d.load(Ordering::Relaxed));
+        self.quiet && !self.parked && self.park_after.is_some_and(|p| now >= self.last_progress + p || draining())
     }
 
     fn deadline(&self) -> Instant {
@@ -82,16 +152,27 @@ impl<T> Timeouts<T> {
         io::Error::new(io::ErrorKind::TimedOut, what)
     }
 
-    /// Called when the inner I/O is pending: errors once a deadline passed.
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// Called when the inner I/O is pending: errors once a deadline passed;
+    /// `Ok(true)` when the connection should be parked now.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
             let deadline = self.deadline();
-            if Instant::now() >= deadline {
+            if now >= deadline {
                 return Err(self.expired());
             }
-            self.timer.as_mut().reset(deadline);
+            if self.parkable(now) {
+                return Ok(true);
+            }
+            // While parking is possible, look again every `park_after`
+            // (lazily: progress never touches the timer).
+            let next = match self.park_after {
+                Some(p) if !self.parked => deadline.min(self.last_progress.max(now) + p),
+                _ => deadline,
+            };
+            self.timer.as_mut().reset(next);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Feeds bytes read to the head scanner.
@@ -124,6 +205,7 @@ impl<T> Timeouts<T> {
                     *nl = match (b, *nl) {
                         (b'\n', 1 | 2) => {
                             self.head_deadline = None;
+                            self.heads = self.heads.saturating_add(1);
                             0
                         }
                         (b'\n', _) => 1,
@@ -139,11 +221,17 @@ impl<T> Timeouts<T> {
 impl<T: AsyncRead + Unpin> AsyncRead for Timeouts<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let now = Instant::now();
                 this.last_progress = now;
+                this.quiet = false;
                 if this.scan != Scan::Off {
                     this.scanned(&buf.filled()[before..]);
                 }
@@ -154,7 +242,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Timeouts<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match this.check(cx) {
-                Ok(()) => Poll::Pending,
+                Ok(false) => Poll::Pending,
+                // End-of-stream, as far as hyper is concerned.
+                Ok(true) => {
+                    this.parked = true;
+                    Poll::Ready(Ok(()))
+                }
                 Err(e) => Poll::Ready(Err(e)),
             },
         }
@@ -166,10 +259,12 @@ impl<T: AsyncWrite + Unpin> Timeouts<T> {
         match r {
             Poll::Ready(r) => {
                 self.last_progress = Instant::now();
+                self.quiet = false;
                 Poll::Ready(r)
             }
+            // Parking happens only on a read.
             Poll::Pending => match self.check(cx) {
-                Ok(()) => Poll::Pending,
+                Ok(_) => Poll::Pending,
                 Err(e) => Poll::Ready(Err(e)),
             },
         }
@@ -180,6 +275,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timeouts<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
         this.after_write(r, cx)
     }
 
@@ -190,6 +286,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timeouts<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
         this.after_write(r, cx)
     }
 
@@ -200,7 +297,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timeouts<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_flush(cx);
-        this.after_write(r, cx)
+        let r = this.after_write(r, cx);
+        // The answer to the one request read is out and no request is half
+        // read: the connection may park. hyper also flushes while a request
+        // is being served, before writing anything: `wrote` tells them apart.
+        // Pipelined requests (two heads read before an answer) could still
+        // sit in hyper's buffer: such a connection never parks.
+        let between_heads = this.scan == (Scan::Http1 { nl: 0 }) && this.head_deadline.is_none();
+        if matches!(r, Poll::Ready(Ok(()))) && this.wrote && between_heads {
+            match this.heads {
+                1 => this.quiet = true,
+                0 => {}
+                _ => this.park_after = None,
+            }
+            this.heads = 0;
+            this.wrote = false;
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

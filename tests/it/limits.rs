@@ -141,3 +141,82 @@ async fn the_readme_command_runs_the_shipped_config() {
     p.signal("TERM");
     assert_eq!(p.wait_exit(Duration::from_secs(5)).await, Some(0));
 }
+
+/// The `wif_proxy_connections_parked` gauge, from the admin listener.
+async fn parked(p: &TestProxy) -> i64 {
+    let text = get(p.admin, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("wif_proxy_connections_parked "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no wif_proxy_connections_parked in:\n{text}"))
+}
+
+/// Sends one request on `s` and reads its one response.
+async fn exchange(s: &mut tokio::net::TcpStream, path: &str) -> Resp {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let raw = read_until_quiet(s, Duration::from_millis(150), Duration::from_secs(5)).await;
+    let mut all = parse_responses(&raw, false);
+    assert_eq!(all.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    all.remove(0)
+}
+
+/// An idle keep-alive connection parks (hyper's state for it is dropped)
+/// and is served again on the same socket when the client speaks; a head
+/// split across the quiet period, a request waiting on a slow issuer and
+/// pipelined requests are never cut by parking.
+#[tokio::test]
+async fn idle_keep_alive_connections_park_and_wake() {
+    let si = standin::StandIn::start().await;
+    // A `*`-namespace document: not prefetched, so the request waits for it.
+    let slow_path = "/v1/slow/identity/oidc/.well-known/keys";
+    si.set(slow_path, Behavior::Slow(Duration::from_millis(1200), Box::new(Behavior::Vault)));
+    let any = format!(
+        "[[issuer]]\nname = \"any\"\nkind = \"vault-identity\"\nupstream = \"{}\"\nnamespaces = [\"*\"]\nupstream_timeout = \"3s\"\n",
+        si.origin()
+    );
+    let p = TestProxy::start(&config("", &format!("{}{any}", vault_issuer("vault", &si.origin(), &[""])))).await;
+    p.wait_ready().await;
+    assert_eq!(parked(&p).await, 0);
+
+    let mut a = connect_from(Some("127.0.0.2"), p.addr).await;
+    assert_eq!(exchange(&mut a, root_keys()).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(parked(&p).await, 1, "the idle connection parked");
+    let again = exchange(&mut a, root_keys()).await;
+    assert_eq!(again.status, 200, "a parked connection serves its next request");
+    assert_eq!(again.body, get(p.addr, root_keys()).await.body);
+    assert_eq!(parked(&p).await, 0, "woken by the request");
+
+    // A head split across more than the quiet period.
+    let mut b = connect_from(Some("127.0.0.3"), p.addr).await;
+    assert_eq!(exchange(&mut b, root_keys()).await.status, 200);
+    let head = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", root_keys());
+    let (first, rest) = head.split_at(20);
+    b.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    b.write_all(rest.as_bytes()).await.unwrap();
+    let raw = read_until_quiet(&mut b, Duration::from_millis(150), Duration::from_secs(5)).await;
+    assert_eq!(parse_responses(&raw, false)[0].status, 200, "{}", String::from_utf8_lossy(&raw));
+
+    // A request waiting longer than the quiet period for the issuer.
+    let mut c = connect_from(Some("127.0.0.4"), p.addr).await;
+    assert_eq!(exchange(&mut c, root_keys()).await.status, 200);
+    c.write_all(format!("GET {slow_path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let raw = read_until_quiet(&mut c, Duration::from_millis(300), Duration::from_secs(5)).await;
+    let slow = parse_responses(&raw, false);
+    assert_eq!(slow.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(slow[0].status, 200);
+
+    // Pipelined requests: all answered, and the connection keeps serving.
+    let mut d = connect_from(Some("127.0.0.5"), p.addr).await;
+    d.write_all(head.repeat(3).as_bytes()).await.unwrap();
+    let raw = read_until_quiet(&mut d, Duration::from_millis(300), Duration::from_secs(5)).await;
+    assert_eq!(parse_responses(&raw, false).iter().filter(|r| r.status == 200).count(), 3);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(exchange(&mut d, root_keys()).await.status, 200);
+
+    // The issuer saw the allowlisted requests only, once each (cached).
+    assert_eq!(si.count(root_keys()), 1);
+    assert_eq!(si.count(slow_path), 1);
+    p.stop().await;
+}

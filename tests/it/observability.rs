@@ -304,7 +304,8 @@ async fn access_log_lines_and_the_denied_line_budget() {
     assert_eq!(ok["bytes"].as_u64(), Some(served.body.len() as u64));
     assert_eq!(ok["issuer"], "vault");
     assert_eq!(ok["doc"], "keys");
-    assert_eq!(ok["cache"], "miss");
+    // Start-up prefetch may or may not have cached it before the request.
+    assert!(ok["cache"] == "miss" || ok["cache"] == "hit", "{ok}");
     assert_eq!(ok["deny"], "");
     assert!(ok["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
 
