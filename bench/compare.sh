@@ -146,8 +146,8 @@ def ms(x):
 data = collections.defaultdict(lambda: collections.defaultdict(list))
 for scen, name, rps, p50, p99 in rows:
     data[scen][name].append((num(rps), ms(p50), ms(p99)))
-print("| scenario | server | req/s | p50 ms | p99 ms | vs nginx | vs ceiling |")
-print("|---|---|---|---|---|---|---|")
+print("| scenario | server | req/s | p50 ms | p99 ms | vs nginx | vs ceiling | req/s per round |")
+print("|---|---|---|---|---|---|---|---|")
 for scen in ["http-keepalive", "https-keepalive", "https-new-conn", "h2", "denied-path"]:
     med = {}
     for name in ["wif", "nginx", "ceiling"]:
@@ -159,5 +159,6 @@ for scen in ["http-keepalive", "https-keepalive", "https-new-conn", "h2", "denie
         vn = f"{rps/med['nginx'][0]:.2f}x" if rps and med.get('nginx', (None,))[0] else "-"
         vc = f"{rps/med['ceiling'][0]*100:.0f}%" if rps and med.get('ceiling', (None,))[0] else "-"
         f = lambda x: f"{x:.2f}" if x is not None else "-"
-        print(f"| {scen} | {name} | {rps:,.0f} | {f(p50)} | {f(p99)} | {vn} | {vc} |")
+        rounds = " / ".join(f"{v[0]/1000:.1f}k" for v in data[scen][name] if v[0] is not None)
+        print(f"| {scen} | {name} | {rps:,.0f} | {f(p50)} | {f(p99)} | {vn} | {vc} | {rounds} |")
 PY

@@ -177,7 +177,22 @@ impl<T> Timeouts<T> {
 
     /// Feeds bytes read to the head scanner.
     fn scanned(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.head_deadline.is_some() && matches!(self.scan, Scan::Http1 { .. }) {
+                // Inside a head: jump from line end to line end.
+                match self.head_end(&bytes[i..]) {
+                    Some(n) => {
+                        self.head_deadline = None;
+                        self.heads = self.heads.saturating_add(1);
+                        i += n;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             match &mut self.scan {
                 Scan::Off => return,
                 Scan::Sniff { seen, len } => {
@@ -192,29 +207,48 @@ impl<T> Timeouts<T> {
                     }
                 }
                 Scan::Http1 { nl } => {
-                    if self.head_deadline.is_none() {
-                        // First byte of a new head (bare line ends between
-                        // pipelined requests are tolerated, as hyper does).
-                        if b == b'\r' || b == b'\n' {
-                            continue;
-                        }
+                    // Between heads: the first byte of the next one (bare
+                    // line ends between pipelined requests are tolerated,
+                    // as hyper does).
+                    if b != b'\r' && b != b'\n' {
                         self.head_deadline = self.head.map(|h| Instant::now() + h);
                         *nl = 0;
-                        continue;
                     }
-                    *nl = match (b, *nl) {
-                        (b'\n', 1 | 2) => {
-                            self.head_deadline = None;
-                            self.heads = self.heads.saturating_add(1);
-                            0
-                        }
-                        (b'\n', _) => 1,
-                        (b'\r', 1) => 2,
-                        _ => 0,
-                    };
                 }
             }
         }
+    }
+
+    /// Inside a head: the offset just past the empty line that ends it, or
+    /// `None` (with the line state kept for the next read). `nl` carries a
+    /// line end across reads: 1 after `\n`, 2 after `\n\r`.
+    fn head_end(&mut self, bytes: &[u8]) -> Option<usize> {
+        let Scan::Http1 { nl } = &mut self.scan else { return None };
+        let mut line_start = 0;
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            let line = &bytes[line_start..i];
+            let empty = match (line_start, *nl) {
+                (0, 1) => line.is_empty() || line == b"\r",
+                (0, 2) => line.is_empty(),
+                (0, _) => false,
+                _ => line.is_empty() || line == b"\r",
+            };
+            if empty {
+                *nl = 0;
+                return Some(i + 1);
+            }
+            line_start = i + 1;
+        }
+        let tail = &bytes[line_start..];
+        *nl = match (line_start, *nl, tail) {
+            (0, carried, []) => carried,
+            (0, 1, b"\r") => 2,
+            (0, _, _) => 0,
+            (_, _, []) => 1,
+            (_, _, b"\r") => 2,
+            _ => 0,
+        };
+        None
     }
 }
 
@@ -340,6 +374,42 @@ mod tests {
         assert!(t.head_deadline.is_some(), "bare-LF head ended, a pipelined one began");
         t.scanned(b" HTTP/1.1\r\n\r\n");
         assert!(t.head_deadline.is_none());
+    }
+
+    /// The line-end jumping scanner agrees with the byte-at-a-time rule
+    /// (a head ends at `\n` right after `\n` or `\n\r`) for every way of
+    /// splitting the same bytes into reads.
+    #[tokio::test]
+    async fn fast_scanner_matches_the_byte_rule_for_any_split() {
+        let inputs: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\nA: b\n\n\r\nGET / HTTP/1.1\n\r\n",
+            b"GET / HTTP/1.1\r\nA: \r\r\n\r\r\nB: c\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\rX\r\n\n",
+            b"XYZ\n\r\r\n\r\n",
+            b"GET /\r\n\r",
+        ];
+        for input in inputs {
+            // Reference: heads completed, byte at a time.
+            let mut reference = scanner();
+            for b in input {
+                reference.scanned(std::slice::from_ref(b));
+            }
+            for a in 0..=input.len() {
+                for b in a..=input.len() {
+                    let mut t = scanner();
+                    t.scanned(&input[..a]);
+                    t.scanned(&input[a..b]);
+                    t.scanned(&input[b..]);
+                    assert_eq!(
+                        (t.heads, t.head_deadline.is_some(), t.scan),
+                        (reference.heads, reference.head_deadline.is_some(), reference.scan),
+                        "{:?} split at {a}, {b}",
+                        String::from_utf8_lossy(input)
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]
