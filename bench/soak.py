@@ -195,8 +195,22 @@ async def hostile():
             await asyncio.sleep(0.05)
 
 
+def ports_free():
+    import socket
+    for port in (PROXY, ADMIN, ISSUER):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            sys.exit(f"port {port} is in use (a previous run still going?)")
+        finally:
+            s.close()
+
+
 async def main():
     global stop
+    ports_free()
     set_mode("ok")
     issuer = start_issuer()
     config = os.path.join(WORK, "proxy.toml")
@@ -237,6 +251,8 @@ upstream_timeout = "2s"
         await asyncio.sleep(0.1)
     else:
         sys.exit("the proxy never became ready")
+    if proxy.poll() is not None:
+        sys.exit("the proxy exited: " + open(os.path.join(WORK, "proxy.log")).read()[-2000:])
 
     tasks = [asyncio.create_task(legit(f"127.0.0.{i}")) for i in range(2, 6)]
     tasks += [asyncio.create_task(flood()) for _ in range(4)]
@@ -287,7 +303,7 @@ upstream_timeout = "2s"
     print(f"slow clients cut off: {stats['slow_cut']}")
     print(f"issuer requests: {len(seen)} ({per_phase}); outside the allowlist or with other headers: {len(bad)}")
     print(f"proxy RSS: first {rss[0]:.1f} MiB, min {min(rss):.1f}, max {max(rss):.1f}, last {rss[-1]:.1f} ({len(rss)} samples)")
-    ok = stats["legit_fail"] == 0 and not bad and 200 not in stats["hostile"] and stats["legit_ok"] > 0
+    ok = stats["legit_fail"] == 0 and not bad and 200 not in stats["hostile"] and stats["legit_ok"] > 0 and len(seen) > 0
     print("result:", "PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 
