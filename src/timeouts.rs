@@ -330,24 +330,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timeouts<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_flush(cx);
-        let r = this.after_write(r, cx);
-        // The answer to the one request read is out and no request is half
-        // read: the connection may park. hyper also flushes while a request
-        // is being served, before writing anything: `wrote` tells them apart.
-        // Pipelined requests (two heads read before an answer) could still
-        // sit in hyper's buffer: such a connection never parks.
-        let between_heads = this.scan == (Scan::Http1 { nl: 0 }) && this.head_deadline.is_none();
-        if matches!(r, Poll::Ready(Ok(()))) && this.wrote && between_heads {
-            match this.heads {
-                1 => this.quiet = true,
-                0 => {}
-                _ => this.park_after = None,
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            // hyper flushes on every turn of its loop, also while a request is
+            // being served and while the connection idles: only a flush after
+            // bytes were written is progress, and it may end an answer.
+            Poll::Ready(Ok(())) if this.wrote => {
+                this.last_progress = Instant::now();
+                // The answer to the one request read is out and no request is
+                // half read: the connection may park. Pipelined requests (two
+                // heads read before an answer) could still sit in hyper's
+                // buffer: such a connection never parks.
+                let between_heads = this.scan == (Scan::Http1 { nl: 0 }) && this.head_deadline.is_none();
+                if between_heads {
+                    match this.heads {
+                        1 => this.quiet = true,
+                        0 => {}
+                        _ => this.park_after = None,
+                    }
+                    this.heads = 0;
+                    this.wrote = false;
+                }
+                Poll::Ready(Ok(()))
             }
-            this.heads = 0;
-            this.wrote = false;
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => match this.check(cx) {
+                Ok(_) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
         }
-        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -410,6 +420,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    async fn served_once() -> (Timeouts<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut t = Timeouts::new(server, Duration::from_secs(60), Some(Duration::from_secs(5)));
+        t.park_after(Duration::from_millis(250), Arc::new(AtomicBool::new(false)));
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 64];
+        assert_eq!(t.read(&mut buf).await.expect("read"), 27);
+        (t, client)
+    }
+
+    /// hyper flushes on every turn of its loop; a flush that writes nothing
+    /// is not progress and must not keep an idle connection from parking.
+    #[tokio::test(start_paused = true)]
+    async fn parks_after_the_answer_whatever_hyper_flushes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut t, _client) = served_once().await;
+        t.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.expect("write");
+        t.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.flush().await.expect("flush");
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(1), t.read(&mut buf)).await.expect("parked within 1 s");
+        assert_eq!(n.expect("read"), 0, "end-of-stream for hyper");
+        assert!(t.is_parked());
+    }
+
+    /// A request being served (hyper flushed, nothing written yet) never parks.
+    #[tokio::test(start_paused = true)]
+    async fn never_parks_while_a_request_is_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut t, _client) = served_once().await;
+        t.flush().await.expect("flush");
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), t.read(&mut buf)).await;
+        assert!(read.is_err(), "still waiting, not end-of-stream: {read:?}");
+        assert!(!t.is_parked());
     }
 
     #[tokio::test]
