@@ -18,7 +18,8 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] =
     &[("routes", routes), ("proxy_header", proxy_header), ("ranges", ranges), ("config", config)];
 
-static ROUTES: LazyLock<(Config, Routes)> = LazyLock::new(|| {
+/// Three issuers: listed namespaces, a `*` namespace, a host-bound custom path.
+pub static ROUTES: LazyLock<(Config, Routes)> = LazyLock::new(|| {
     let text = r#"
 [server]
 public_url = "https://wif.example.com"

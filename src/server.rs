@@ -235,6 +235,32 @@ fn handle_connection(
     }
 }
 
+/// What answers the requests of one connection (`service_fn` over
+/// `proxy::serve` or `proxy::serve_redirect`).
+pub(crate) trait ConnService:
+    Service<
+        http::Request<Incoming>,
+        Response = http::Response<crate::response::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = http::Response<crate::response::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// A connection's limits, copied out of the configuration once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -322,11 +348,7 @@ fn serve_http<'d, I, S>(
 ) -> impl Future<Output = ()> + Send + 'd
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<http::Request<Incoming>, Response = http::Response<crate::response::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnService,
 {
     async move {
         if h2 {
@@ -378,11 +400,7 @@ enum Session<I, S> {
 async fn session<I, S>(io: Timeouts<I>, service: S, limits: Limits) -> Session<I, S>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<http::Request<Incoming>, Response = http::Response<crate::response::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnService,
 {
     let parts = match http1_builder(limits).serve_connection(TokioIo::new(io), service).without_shutdown().await {
         Ok(parts) => parts,
@@ -410,11 +428,7 @@ where
 async fn serve_auto<I, S>(io: Timeouts<I>, service: S, limits: Limits, drain: &Drain)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<http::Request<Incoming>, Response = http::Response<crate::response::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnService,
 {
     let builder = auto_builder(limits);
     let conn = builder.serve_connection(TokioIo::new(io), service);

@@ -5,7 +5,7 @@
 
 #[allow(dead_code)]
 #[path = "../../fuzz/checks.rs"]
-mod checks;
+pub mod checks;
 
 #[test]
 fn every_kept_fuzz_input_passes_its_check() {

@@ -3,41 +3,14 @@
 //! agrees with a naive linear scan.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 
 use ipnet::IpNet;
 use proptest::prelude::*;
-use wif_proxy::config::Config;
 use wif_proxy::ipset::IpSet;
-use wif_proxy::routes::{Lookup, Routes};
+use wif_proxy::routes::Lookup;
 
-static ROUTES: std::sync::LazyLock<(Config, Routes)> = std::sync::LazyLock::new(build);
-
-fn build() -> (Config, Routes) {
-    let text = r#"
-[server]
-public_url = "https://wif.example.com"
-[[issuer]]
-name = "plugins"
-kind = "vault-plugin-wif"
-upstream = "http://127.0.0.1:8200"
-namespaces = ["", "ns1", "ns1/team-a"]
-[[issuer]]
-name = "any"
-kind = "vault-identity"
-upstream = "http://127.0.0.1:8200"
-namespaces = ["*"]
-[[issuer]]
-name = "custom"
-kind = "custom"
-upstream = "http://127.0.0.1:8300"
-paths = ["/tenant/jwks.json"]
-hosts = ["custom.example.com"]
-"#;
-    let c = Config::parse(Path::new("props.toml"), text).expect("config");
-    let r = Routes::build(&c).expect("routes");
-    (c, r)
-}
+// The same allowlist the route fuzzer checks.
+use crate::fuzz::checks::ROUTES;
 
 /// Targets near the allowlist: listed paths, mutated in the ways attackers try.
 fn target() -> impl Strategy<Value = String> {
