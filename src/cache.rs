@@ -290,7 +290,7 @@ impl Slot {
             Err(e) => Err(e),
         };
         let issuer = IssuerLabels { issuer: self.key.issuer.to_string() };
-        src.metrics.upstream_duration.get_or_create(&issuer).observe(started.elapsed().as_secs_f64());
+        src.metrics.upstream_duration.get_or_create(&issuer).observe(started.elapsed());
         let outcome = result.as_ref().map_or_else(FetchError::label, |_| "ok");
         src.metrics.upstream_requests.get_or_create(&UpstreamLabels { issuer: issuer.issuer.clone(), outcome }).inc();
         src.metrics.upstream_up.get_or_create(&issuer).set(i64::from(result.is_ok()));

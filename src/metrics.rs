@@ -10,14 +10,14 @@
 //! address or a user agent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,9 +81,70 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-fn seconds_histogram() -> Histogram {
-    // 100 µs .. ~13 s
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+/// Buckets of [`LatencyHistogram`]: upper bounds 100 µs × 2^i, i = 0..18
+/// (100 µs to ~13 s), then +Inf.
+const LATENCY_BUCKETS: usize = 18;
+const LATENCY_FIRST_NANOS: u64 = 100_000;
+
+/// A latency histogram the request path updates without a lock: two relaxed
+/// atomic adds (the bucket, the sum). prometheus-client's `Histogram` takes a
+/// mutex on every observation, which all worker threads would contend on.
+///
+/// Each bucket counts only its own observations; the scrape adds them up, so
+/// `_count` always equals the `+Inf` bucket. Sum and buckets are read without
+/// a common snapshot: a scrape racing a request may see one and not the other.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram(Arc<LatencyInner>);
+
+#[derive(Debug, Default)]
+struct LatencyInner {
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.0.buckets[latency_bucket(nanos)].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// The smallest i with nanos <= 100 µs × 2^i, or the +Inf bucket.
+fn latency_bucket(nanos: u64) -> usize {
+    let q = nanos.div_ceil(LATENCY_FIRST_NANOS);
+    let i = if q <= 1 { 0 } else { (u64::BITS - (q - 1).leading_zeros()) as usize };
+    i.min(LATENCY_BUCKETS)
+}
+
+fn latency_bound(i: usize) -> f64 {
+    if i == LATENCY_BUCKETS {
+        f64::INFINITY
+    } else {
+        (LATENCY_FIRST_NANOS << i) as f64 / 1e9
+    }
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(0.0, 0u64); LATENCY_BUCKETS + 1];
+        let mut count = 0;
+        for (i, (slot, bucket)) in buckets.iter_mut().zip(&self.0.buckets).enumerate() {
+            let n = bucket.load(Ordering::Relaxed);
+            *slot = (latency_bound(i), n);
+            count += n;
+        }
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
 /// Every metric of one process.
@@ -100,10 +161,10 @@ pub struct Metrics {
     scrape: Mutex<()>,
     pub requests: Family<RequestLabels, Counter>,
     pub denials: Family<ReasonLabels, Counter>,
-    pub request_duration: Histogram,
+    pub request_duration: LatencyHistogram,
     pub cache_events: Family<EventLabels, Counter>,
     pub upstream_requests: Family<UpstreamLabels, Counter>,
-    pub upstream_duration: Family<IssuerLabels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<IssuerLabels, LatencyHistogram>,
     pub upstream_up: Family<IssuerLabels, Gauge>,
     pub acme_events: Family<OutcomeLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
@@ -157,10 +218,10 @@ impl Metrics {
             scrape: Mutex::new(()),
             requests: Family::default(),
             denials,
-            request_duration: seconds_histogram(),
+            request_duration: LatencyHistogram::default(),
             cache_events,
             upstream_requests: Family::default(),
-            upstream_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            upstream_duration: Family::default(),
             upstream_up: Family::default(),
             acme_events: Family::default(),
             config_reloads: Family::default(),
@@ -458,5 +519,43 @@ impl ChangeStamp {
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_bucket_is_the_smallest_bound_not_below_the_value() {
+        let naive =
+            |nanos: u64| (0..LATENCY_BUCKETS).find(|&i| nanos <= LATENCY_FIRST_NANOS << i).unwrap_or(LATENCY_BUCKETS);
+        let mut probes = vec![0, 1, 99_999, u64::MAX];
+        for i in 0..=LATENCY_BUCKETS as u32 + 1 {
+            let b = LATENCY_FIRST_NANOS << i;
+            probes.extend([b - 1, b, b + 1]);
+        }
+        for nanos in probes {
+            assert_eq!(latency_bucket(nanos), naive(nanos), "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn latency_histogram_encodes_cumulative_buckets_sum_and_count() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(50)); // le 0.0001
+        h.observe(Duration::from_micros(150)); // le 0.0002
+        h.observe(Duration::from_secs(60)); // +Inf only
+        let mut registry = Registry::default();
+        registry.register_with_unit("t", "test", Unit::Seconds, h);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("# TYPE t_seconds histogram\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"0.0001\"} 1\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"0.0002\"} 2\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"13.1072\"} 2\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("t_seconds_count 3\n"), "{text}");
+        assert!(text.contains("t_seconds_sum 60.0002\n"), "{text}");
     }
 }

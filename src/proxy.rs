@@ -74,7 +74,7 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> 
 }
 
 fn record(metrics: &Metrics, outcome: &Outcome<'_>, started: Instant) {
-    metrics.request_duration.observe(started.elapsed().as_secs_f64());
+    metrics.request_duration.observe(started.elapsed());
     match outcome {
         Outcome::Denied(d) => metrics.deny(d.as_str()),
         // Counted in `answer`, on the document's pre-resolved counters.
