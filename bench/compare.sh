@@ -5,12 +5,36 @@
 # generators, interleaved and repeated. Loopback only; bounded in time.
 #
 # Usage: bench/compare.sh [seconds-per-run] [rounds]
-# Needs: wrk, h2load (nghttp2-client), nginx (nginx-light), openssl, python3.
+#   PIN=1 (default on 2+ CPUs): the servers run on SERVER_CPUS, the load
+#         generators on LOAD_CPUS (default: the first half of the CPUs and the
+#         rest), so the load generator cannot take the server's CPU time and
+#         each server is measured on the same, known cores. nginx gets one
+#         worker per server CPU; the tokio runtimes size themselves to the
+#         affinity mask.
+#   PIN=0: everything shares every CPU (one nginx worker per CPU).
+# Needs: wrk, h2load (nghttp2-client), nginx (nginx-light), openssl, python3,
+# taskset (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-5}
-rounds=${2:-3}
-for t in wrk h2load nginx openssl python3; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+secs=${1:-2}
+rounds=${2:-15}
+for t in wrk h2load nginx openssl python3 taskset; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+ncpu=$(nproc)
+pin=${PIN:-$([ "$ncpu" -ge 2 ] && echo 1 || echo 0)}
+if [ "$pin" = 1 ]; then
+  half=$((ncpu / 2))
+  server_cpus=${SERVER_CPUS:-0-$((half - 1))}
+  load_cpus=${LOAD_CPUS:-$half-$((ncpu - 1))}
+else
+  server_cpus=${SERVER_CPUS:-0-$((ncpu - 1))}
+  load_cpus=${LOAD_CPUS:-0-$((ncpu - 1))}
+fi
+server_ncpu=$(taskset -c "$server_cpus" nproc)
+# Arrays, not functions: a backgrounded function runs in a subshell, and $!
+# would name the subshell instead of the server.
+srv=(taskset -c "$server_cpus")
+load=(taskset -c "$load_cpus")
+echo "servers on CPUs $server_cpus ($server_ncpu), load generators on CPUs $load_cpus"
 cargo build --release --quiet --bin wif-proxy --example ceiling
 work=$(mktemp -d)
 pids=()
@@ -49,7 +73,7 @@ name = "vault"
 kind = "vault-plugin-wif"
 upstream = "http://127.0.0.1:19200"
 TOML
-  ./target/release/wif-proxy --config "$work/wif-$mode.toml" 2>"$work/wif-$mode.log" & pids+=($!)
+  "${srv[@]}" ./target/release/wif-proxy --config "$work/wif-$mode.toml" 2>"$work/wif-$mode.log" & pids+=($!)
   eval "wif_${mode}_pid=$!"
 done
 
@@ -60,12 +84,15 @@ mkdir -p "$work/nginx/cache"
 chmod 755 "$work"
 chown -R nobody "$work/nginx" 2>/dev/null || chmod -R 777 "$work/nginx"
 cat > "$work/nginx.conf" <<NGINX
-worker_processes $(nproc);
+worker_processes $server_ncpu;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
 events { worker_connections 20000; }
 http {
   access_log off;
+  # nginx closes a connection after 1,000 requests by default; h2load does
+  # not reconnect, so the cap, not nginx, would set its h2 rate.
+  keepalive_requests 1000000;
   proxy_cache_path $work/nginx/cache keys_zone=docs:1m max_size=10m;
   upstream issuer { server 127.0.0.1:19200; keepalive 8; }
   server {
@@ -82,14 +109,14 @@ http {
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" 2>/dev/null
+"${srv[@]}" nginx -c "$work/nginx.conf" -p "$work" 2>/dev/null
 pids+=($(cat "$work/nginx.pid" 2>/dev/null || true))
 
 # The ceiling: bare hyper with the same bytes.
 wait_http http://127.0.0.1:19200$path
 curl -s http://127.0.0.1:19200$path > "$work/body.json"
-./target/release/examples/ceiling 127.0.0.1:19280 "$work/body.json" & pids+=($!); ceiling_pid=$!
-./target/release/examples/ceiling 127.0.0.1:19643 "$work/body.json" "$work/cert.pem" "$work/key.pem" & pids+=($!); ceiling_tls_pid=$!
+"${srv[@]}" ./target/release/examples/ceiling 127.0.0.1:19280 "$work/body.json" & pids+=($!); ceiling_pid=$!
+"${srv[@]}" ./target/release/examples/ceiling 127.0.0.1:19643 "$work/body.json" "$work/cert.pem" "$work/key.pem" & pids+=($!); ceiling_tls_pid=$!
 for u in http://127.0.0.1:19080 http://127.0.0.1:19180 http://127.0.0.1:19280; do wait_http "$u$path"; done
 curl -s -o /dev/null http://127.0.0.1:19180$path
 ls "$work/nginx/cache"/* >/dev/null 2>&1 || { echo "nginx is not caching: see $work/nginx-error.log" >&2; cat "$work/nginx-error.log" >&2; exit 1; }
@@ -98,30 +125,60 @@ declare -A url=(
   [wif-http]=http://127.0.0.1:19080 [nginx-http]=http://127.0.0.1:19180 [ceiling-http]=http://127.0.0.1:19280
   [wif-https]=https://127.0.0.1:19443 [nginx-https]=https://127.0.0.1:19543 [ceiling-https]=https://127.0.0.1:19643
 )
+# The processes that do each server's work, for its CPU time (nginx: the
+# workers; the master only supervises).
+nginx_workers=$(pgrep -P "$(cat "$work/nginx.pid")" -f 'worker process' | tr '\n' ' ')
+declare -A procs=(
+  [wif-http]=$wif_plain_pid [nginx-http]=$nginx_workers [ceiling-http]=$ceiling_pid
+  [wif-https]=$wif_tls_pid [nginx-https]=$nginx_workers [ceiling-https]=$ceiling_tls_pid
+)
+# cpu_ns PID...: nanoseconds on a CPU so far, all threads of the processes.
+cpu_ns() {
+  local p; for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{s += $1} END {printf "%.0f", s}'
+}
 results="$work/results.tsv"
 : > "$results"
-run_wrk() { # name scenario url extra...
-  local name=$1 scenario=$2 u=$3; shift 3
-  local out; out=$(wrk -t1 -c64 -d"${secs}s" --latency "$@" "$u" 2>&1)
-  local rps p50 p99
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\n' "$scenario" "$name" "$rps" "$p50" "$p99" >> "$results"
+# record ROUND SCENARIO NAME REQUESTS RPS P50 P99 CPU_NS
+record() {
+  local us; us=$(awk -v n="$4" -v c="$8" 'BEGIN {if (n > 0) printf "%.1f", c / n / 1000; else print "-"}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$5" "$6" "$7" "$us" >> "$results"
 }
-run_h2() { # name url
-  local out; out=$(h2load -c64 -m10 -D "$secs" "$2$path" 2>&1)
-  local rps; rps=$(awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out")
-  local p50; p50=$(awk '/time for request:/ {print $6}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\n' "h2" "$1" "$rps" "$p50" "-" >> "$results"
+run_wrk() { # round name scenario url procs extra...
+  local round=$1 name=$2 scenario=$3 u=$4 pids=$5; shift 5
+  local before; before=$(cpu_ns $pids)
+  local out; out=$("${load[@]}" wrk -t1 -c64 -d"${secs}s" --latency "$@" "$u" 2>&1)
+  local cpu=$(($(cpu_ns $pids) - before))
+  record "$round" "$scenario" "$name" "$(awk '/requests in/ {print $1}' <<<"$out")" \
+    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="50%" {print $2}' <<<"$out")" \
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" "$cpu"
 }
+run_h2() { # round name url procs
+  local before; before=$(cpu_ns $4)
+  local out; out=$("${load[@]}" h2load -c64 -m10 -D "$secs" "$3$path" 2>&1)
+  local cpu=$(($(cpu_ns $4) - before))
+  # h2load reports no percentiles: its mean stands in the p50 column.
+  record "$1" h2 "$2" "$(awk '/^requests:/ {print $8}' <<<"$out")" \
+    "$(awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out")" \
+    "$(awk '/time for request:/ {print $6}' <<<"$out")" - "$cpu"
+}
+# Noise on a shared (virtual) machine comes in bursts of seconds to minutes.
+# So the three servers are measured back to back for each scenario, in an
+# order that rotates every round, and each round's ratios are taken within
+# the round: a burst then hits the servers being compared alike.
+run() { # round scenario server
+  local u=${url[$3-http]} us=${url[$3-https]} p=${procs[$3-http]} ps=${procs[$3-https]}
+  case $2 in
+    http-keepalive) run_wrk "$1" "$3" "$2" "$u$path" "$p" ;;
+    https-keepalive) run_wrk "$1" "$3" "$2" "$us$path" "$ps" ;;
+    https-new-conn) run_wrk "$1" "$3" "$2" "$us$path" "$ps" -H "Connection: close" ;;
+    h2) run_h2 "$1" "$3" "$us" "$ps" ;;
+    denied-path) run_wrk "$1" "$3" "$2" "$u/v1/sys/health" "$p" ;;
+  esac
+}
+servers=(wif nginx ceiling)
 for r in $(seq "$rounds"); do
-  for s in wif nginx ceiling; do
-    run_wrk "$s" "http-keepalive" "${url[$s-http]}$path"
-    run_wrk "$s" "https-keepalive" "${url[$s-https]}$path"
-    run_wrk "$s" "https-new-conn" "${url[$s-https]}$path" -H "Connection: close"
-    run_wrk "$s" "denied-path" "${url[$s-http]}/v1/sys/health"
-    case $s in wif) run_h2 wif https://127.0.0.1:19443 ;; nginx) run_h2 nginx https://127.0.0.1:19543 ;; ceiling) run_h2 ceiling https://127.0.0.1:19643 ;; esac
+  for scenario in http-keepalive https-keepalive https-new-conn h2 denied-path; do
+    for i in 0 1 2; do run "$r" "$scenario" "${servers[$(((r + i) % 3))]}"; done
   done
 done
 rss() { awk '/VmHWM/ {print $2/1024 " MiB"}' /proc/$1/status 2>/dev/null || echo "?"; }
@@ -131,34 +188,5 @@ for p in $(pgrep -f "nginx: worker process" || true) $(cat "$work/nginx.pid" 2>/
 done
 echo "peak RSS: wif-proxy plain $(rss $wif_plain_pid), TLS $(rss $wif_tls_pid); ceiling $(rss $ceiling_pid), TLS $(rss $ceiling_tls_pid); nginx master+workers $((nginx_rss/1024)) MiB"
 echo
-echo "median of $rounds rounds, ${secs}s each; wrk -t1 -c64 (h2: h2load -c64 -m10)"
-python3 - "$results" <<'PY'
-import sys, statistics, collections
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-def num(x):
-    try: return float(x)
-    except: return None
-def ms(x):
-    if not x or x == "-": return None
-    for suf, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if x.endswith(suf): return float(x[:-len(suf)]) * f
-    return None
-data = collections.defaultdict(lambda: collections.defaultdict(list))
-for scen, name, rps, p50, p99 in rows:
-    data[scen][name].append((num(rps), ms(p50), ms(p99)))
-print("| scenario | server | req/s | p50 ms | p99 ms | vs nginx | vs ceiling | req/s per round |")
-print("|---|---|---|---|---|---|---|---|")
-for scen in ["http-keepalive", "https-keepalive", "https-new-conn", "h2", "denied-path"]:
-    med = {}
-    for name in ["wif", "nginx", "ceiling"]:
-        vals = data[scen][name]
-        if not vals: continue
-        m = lambda i: statistics.median([v[i] for v in vals if v[i] is not None]) if any(v[i] is not None for v in vals) else None
-        med[name] = (m(0), m(1), m(2))
-    for name, (rps, p50, p99) in med.items():
-        vn = f"{rps/med['nginx'][0]:.2f}x" if rps and med.get('nginx', (None,))[0] else "-"
-        vc = f"{rps/med['ceiling'][0]*100:.0f}%" if rps and med.get('ceiling', (None,))[0] else "-"
-        f = lambda x: f"{x:.2f}" if x is not None else "-"
-        rounds = " / ".join(f"{v[0]/1000:.1f}k" for v in data[scen][name] if v[0] is not None)
-        print(f"| {scen} | {name} | {rps:,.0f} | {f(p50)} | {f(p99)} | {vn} | {vc} | {rounds} |")
-PY
+echo "median of $rounds rounds, ${secs}s each; wrk -t1 -c64 (h2: h2load -c64 -m10); servers on CPUs $server_cpus, load on CPUs $load_cpus"
+python3 bench/compare-report.py "$results"
