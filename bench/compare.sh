@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side: wif-proxy, nginx (the equivalent allowlisting proxy with
-# proxy_cache + proxy_cache_use_stale, one worker per core) and a bare hyper
+# proxy_cache + proxy_cache_use_stale, one worker per server CPU) and a bare hyper
 # server returning the same bytes (the ceiling), under the same load
 # generators, interleaved and repeated. Loopback only; bounded in time.
 #
