@@ -139,9 +139,18 @@ async fn a_live_scrape_is_clean_and_has_every_metric_rules_and_dashboard_use() {
         "process_open_fds ",
         "wif_proxy_certificate_expiry_timestamp_seconds{host=\"wif.example.com\"}",
         "wif_proxy_connections_active 1",
+        // The lock-free latency histograms: both answers timed, every fetch timed.
+        "wif_proxy_request_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+        "wif_proxy_request_duration_seconds_count 2\n",
+        "wif_proxy_upstream_duration_seconds_bucket{le=\"+Inf\",issuer=\"vault\"} ",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+    let fetches = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wif_proxy_upstream_duration_seconds_count{issuer=\"vault\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(fetches.is_some_and(|n| n >= 2), "upstream fetches not timed: {fetches:?}");
     // No raw path, address or user agent ever becomes a label.
     assert!(!text.contains("/v1/sys/health") && !text.contains("127.0.0.1"), "{text}");
 
