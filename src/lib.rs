@@ -2,29 +2,18 @@
 //! discovery documents and JSON Web Key Sets of a workload-identity issuer
 //! (HashiCorp Vault, SPIRE), and answers everything else itself.
 //!
-//! Reading order: [`config`] (what can be configured) → [`routes`] (what is
-//! exposed) → [`proxy`] (the request path) → [`cache`] and [`upstream`] (how
-//! documents are obtained) → [`server`] (connections and limits).
+//! Reading order, bottom up: [`config`] (what can be configured) →
+//! [`documents`] (which documents exist, how they are fetched, validated and
+//! cached) → [`admission`] (who may ask) → [`edge`] (where connections
+//! arrive) → [`proxy`] (the running state and the request path) →
+//! [`server`] (the listeners put together). See docs/architecture.md.
 
-pub mod accesslog;
-pub mod admin;
-pub mod cache;
-pub mod cli;
-pub mod clientip;
+pub mod admission;
 pub mod config;
-pub mod doctor;
-pub mod document;
-pub mod ipranges;
-pub mod ipset;
-pub mod metrics;
-pub mod persist;
+pub mod documents;
+pub mod edge;
+pub mod files;
+pub mod net;
 pub mod proxy;
-pub mod ratelimit;
-pub mod response;
-pub mod routes;
 pub mod server;
-pub mod state;
-pub mod throttle;
-pub mod timeouts;
-pub mod tls;
-pub mod upstream;
+pub mod telemetry;

@@ -12,6 +12,8 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static MALLOC_CONF: &[u8] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    wif_proxy::cli::main()
+    cli::main()
 }

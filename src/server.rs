@@ -24,15 +24,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::admin;
-use crate::clientip::{self, Prefixed};
 use crate::config::ServerConfig;
-use crate::metrics::{ConnectionGauge, ParkedGauge};
-use crate::proxy::{self, ConnInfo};
-use crate::state::Shared;
-use crate::throttle::Throttle;
-use crate::timeouts::Timeouts;
-use crate::tls::Accepted;
+use crate::edge::clientip::{self, Prefixed};
+use crate::edge::conn_io::Timeouts;
+use crate::edge::tls::Accepted;
+use crate::proxy::admin;
+use crate::proxy::handler::ConnInfo;
+use crate::proxy::state::Shared;
+use crate::telemetry::metrics::{ConnectionGauge, ParkedGauge};
+use crate::telemetry::throttle::Throttle;
 
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
@@ -207,7 +207,7 @@ fn handle_connection(
             service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 let info = Arc::clone(&info);
-                async move { Ok::<_, Infallible>(proxy::serve(&shared, &info, req).await) }
+                async move { Ok::<_, Infallible>(crate::proxy::handler::serve(&shared, &info, req).await) }
             })
         };
         match &shared.tls {
@@ -240,7 +240,7 @@ fn handle_connection(
 pub(crate) trait ConnService:
     Service<
         http::Request<Incoming>,
-        Response = http::Response<crate::response::Body>,
+        Response = http::Response<crate::proxy::response::Body>,
         Error = Infallible,
         Future: Send + 'static,
     > + Clone
@@ -252,7 +252,7 @@ pub(crate) trait ConnService:
 impl<S> ConnService for S where
     S: Service<
             http::Request<Incoming>,
-            Response = http::Response<crate::response::Body>,
+            Response = http::Response<crate::proxy::response::Body>,
             Error = Infallible,
             Future: Send + 'static,
         > + Clone
@@ -512,7 +512,7 @@ async fn serve_http_listener(
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 let info = Arc::clone(&info);
-                async move { Ok::<_, Infallible>(proxy::serve_redirect(&shared, &info, req).await) }
+                async move { Ok::<_, Infallible>(crate::proxy::handler::serve_redirect(&shared, &info, req).await) }
             });
             serve_http(Timeouts::for_http(stream, limits), service, limits, &drain, parked, false).await;
         });

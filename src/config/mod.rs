@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::clientip;
-use crate::ipset::{self, IpSet};
+use crate::edge::clientip;
+use crate::net::ipset::{self, IpSet};
 
 /// Vault path segments that can never be namespace names.
 pub const RESERVED_NAMESPACES: &[&str] = &["root", "sys", "audit", "auth", "cubbyhole", "identity"];

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::routes::{DocKind, Expected};
+use crate::documents::catalog::{DocKind, Expected};
 
 #[derive(Deserialize)]
 struct Discovery<'a> {

@@ -13,13 +13,14 @@ use http::{HeaderValue, StatusCode};
 use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 
-use crate::accesslog;
-use crate::cache::CacheStatus;
-use crate::clientip;
-use crate::metrics::Metrics;
-use crate::response::{self, Body, Deny};
-use crate::routes::{host_name, DocKind, Lookup};
-use crate::state::{Shared, Snapshot};
+use crate::documents::cache::CacheStatus;
+use crate::documents::catalog::DocKind;
+use crate::edge::clientip;
+use crate::proxy::allowlist::{host_name, Lookup};
+use crate::proxy::response::{self, Body, Deny};
+use crate::proxy::state::{Shared, Snapshot};
+use crate::telemetry::accesslog;
+use crate::telemetry::metrics::Metrics;
 
 /// What the server knows about a connection before any request.
 #[derive(Debug, Clone)]

@@ -39,7 +39,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::config::{AcmeChallenge, AcmeSettings, CertificateFiles, TlsConfig, TlsMode};
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::telemetry::metrics::{Metrics, OutcomeLabels};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -543,7 +543,7 @@ impl AtomicCache {
 
     async fn write(path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
         let seq = CACHE_SEQ.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || crate::persist::write_atomic(&path, &bytes, seq))
+        tokio::task::spawn_blocking(move || crate::files::write_atomic(&path, &bytes, seq))
             .await
             .map_err(std::io::Error::other)?
     }

@@ -7,8 +7,7 @@
 //! detected and ignored rather than served.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{Entry, SlotKey};
-use crate::routes::DocKind;
+use crate::documents::cache::{Entry, SlotKey};
+use crate::documents::catalog::DocKind;
 
 const VERSION: u32 = 1;
 
@@ -107,7 +106,7 @@ impl Persist {
         let mut bytes = serde_json::to_vec(record)?;
         bytes.push(b'\n');
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        write_atomic(&self.file_for(&record.key()), &bytes, n)
+        crate::files::write_atomic(&self.file_for(&record.key()), &bytes, n)
     }
 
     /// Every readable, intact record; damaged files are reported and skipped.
@@ -138,27 +137,6 @@ impl Persist {
         }
         out
     }
-}
-
-/// Replaces `target` with `bytes` so that a reader sees the old file or the
-/// new one, never a mix, and a crash leaves one of the two: write a temp file
-/// in the same directory (mode 0600), fsync it, rename it over the target,
-/// fsync the directory. `unique` keeps concurrent writers' temp files apart.
-pub fn write_atomic(target: &Path, bytes: &[u8], unique: u64) -> std::io::Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}-{unique}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, target)?;
-        fs::File::open(dir)?.sync_all()
-    };
-    let result = write();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn read_record(path: &Path) -> Result<Record, String> {

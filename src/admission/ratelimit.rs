@@ -28,7 +28,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
 use crate::config::RateLimitConfig;
-use crate::ipset::IpSet;
+use crate::net::ipset::IpSet;
 
 /// A client's bucket key: an IPv4 address or an IPv6 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,10 +20,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::document::Facts;
-use crate::metrics::{unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, SourceLabels};
-use crate::routes::DocKind;
-use crate::state::Shared;
+use crate::documents::catalog::DocKind;
+use crate::documents::validate::Facts;
+use crate::proxy::state::Shared;
+use crate::telemetry::metrics::{unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, SourceLabels};
 
 /// Open admin connections at most: probes and scrapers need a handful.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -41,7 +41,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&shared, &req)) }
             });
-            let io = TokioIo::new(crate::timeouts::Timeouts::new(
+            let io = TokioIo::new(crate::edge::conn_io::Timeouts::new(
                 stream,
                 Duration::from_secs(30),
                 Some(Duration::from_secs(5)),
@@ -63,7 +63,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => {
             let text = shared.metrics.encode(|m| fill_state(shared, m));
             let mut resp = Response::new(Full::new(Bytes::from(text)));
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::telemetry::metrics::CONTENT_TYPE));
             resp
         }
         "/readyz" => {

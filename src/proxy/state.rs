@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{Policy, Slot, SlotKey, Source};
+use crate::admission::ranges::Ranges;
+use crate::admission::ratelimit::RateLimit;
 use crate::config::{Config, ConfigError, IssuerConfig};
-use crate::ipranges::Ranges;
-use crate::metrics::Metrics;
-use crate::persist::Persist;
-use crate::ratelimit::RateLimit;
-use crate::routes::{self, DocKind, Lookup, Routes};
-use crate::tls::Tls;
-use crate::upstream::Upstream;
+use crate::documents::cache::{Policy, Slot, SlotKey, Source};
+use crate::documents::catalog::{self, DocKind};
+use crate::documents::persist::Persist;
+use crate::documents::upstream::Upstream;
+use crate::edge::tls::Tls;
+use crate::proxy::allowlist::{Lookup, Routes};
+use crate::telemetry::metrics::Metrics;
 
 /// A served document: its cache slot and where it comes from.
 #[derive(Debug, Clone)]
@@ -251,7 +252,7 @@ fn source(
         metrics: Arc::clone(metrics),
         upstream: Arc::clone(&issuer.upstream),
         kind,
-        expected: (kind == DocKind::Discovery).then(|| routes::expected(&issuer.config, path)),
+        expected: (kind == DocKind::Discovery).then(|| catalog::expected(&issuer.config, path)),
         strict_issuer: issuer.config.strict_issuer,
         vault: issuer.config.kind.is_vault(),
         policy,
@@ -363,7 +364,7 @@ impl Shared {
     pub async fn reload(&self) -> Result<(), LoadError> {
         let result = self.reload_inner().await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics.config_reloads.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc();
+        self.metrics.config_reloads.get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome }).inc();
         result
     }
 

@@ -11,7 +11,7 @@ use http::header::{
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::cache::Entry;
+use crate::documents::cache::Entry;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;

@@ -21,7 +21,7 @@ use http::HeaderMap;
 use ppp::{HeaderResult, PartialResult};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use crate::ipset::IpSet;
+use crate::net::ipset::IpSet;
 
 /// Longest PROXY header we read (v1 is at most 107 bytes; v2 carries TLVs).
 const MAX_PROXY_HEADER: usize = 4096;
@@ -210,7 +210,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipset::parse_net;
+    use crate::net::ipset::parse_net;
 
     fn trusted(nets: &[&str]) -> IpSet {
         let v: Vec<_> = nets.iter().map(|n| parse_net(n).unwrap()).collect();

@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
-use crate::routes::Routes;
-use crate::server::Server;
-use crate::state::Shared;
-use crate::upstream::Upstream;
+use wif_proxy::config::Config;
+use wif_proxy::documents::upstream::Upstream;
+use wif_proxy::proxy::allowlist::Routes;
+use wif_proxy::proxy::state::Shared;
+use wif_proxy::server::Server;
+
+mod doctor;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,13 +53,13 @@ pub enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
         /// Whose rules to apply and print commands for.
-        #[arg(long, value_enum, default_value_t = crate::doctor::Provider::All)]
-        provider: crate::doctor::Provider,
+        #[arg(long, value_enum, default_value_t = doctor::Provider::All)]
+        provider: doctor::Provider,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
         /// Connect to ADDR:PORT for HOST:PORT, like curl (check before DNS points here).
-        #[arg(long = "connect-to", value_parser = crate::doctor::parse_connect_to)]
+        #[arg(long = "connect-to", value_parser = doctor::parse_connect_to)]
         connect_to: Vec<(String, u16, std::net::SocketAddr)>,
         /// Audience for the printed commands (defaults per provider).
         #[arg(long)]
@@ -78,7 +80,7 @@ pub fn main() -> ExitCode {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Ranges { ips }) => ranges(&cli.config, ips),
         Some(Command::Doctor { issuer, ca, provider, json, connect_to, audience }) => {
-            let opts = crate::doctor::Options {
+            let opts = doctor::Options {
                 provider: *provider,
                 ca: ca.clone(),
                 connect_to: connect_to.clone(),
@@ -93,13 +95,13 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr from one thread (`accesslog`): requests never wait for
 /// a `write`, access lines are formatted there, and `tracing` events share
 /// the same writer. The guard flushes on exit.
-fn init_logging(format: LogFormat) -> Option<crate::accesslog::Guard> {
+fn init_logging(format: LogFormat) -> Option<wif_proxy::telemetry::accesslog::Guard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WIF_PROXY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let guard = match crate::accesslog::start(match format {
-        LogFormat::Text => crate::accesslog::Format::Text,
-        LogFormat::Json => crate::accesslog::Format::Json,
+    let guard = match wif_proxy::telemetry::accesslog::start(match format {
+        LogFormat::Text => wif_proxy::telemetry::accesslog::Format::Text,
+        LogFormat::Json => wif_proxy::telemetry::accesslog::Format::Json,
     }) {
         Ok(g) => Some(g),
         Err(e) => {
@@ -107,8 +109,10 @@ fn init_logging(format: LogFormat) -> Option<crate::accesslog::Guard> {
             None
         }
     };
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::accesslog::LogWriter).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(wif_proxy::telemetry::accesslog::LogWriter)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -141,9 +145,11 @@ fn check(path: &Path) -> ExitCode {
     let s = &config.server;
     println!("{}: configuration is valid", path.display());
     let tls = match config.tls.mode {
-        crate::config::TlsMode::Off => "plain HTTP".to_string(),
-        crate::config::TlsMode::Files => format!("TLS from {} certificate file pair(s)", config.tls.certificates.len()),
-        crate::config::TlsMode::Acme => {
+        wif_proxy::config::TlsMode::Off => "plain HTTP".to_string(),
+        wif_proxy::config::TlsMode::Files => {
+            format!("TLS from {} certificate file pair(s)", config.tls.certificates.len())
+        }
+        wif_proxy::config::TlsMode::Acme => {
             let domains = config.tls.acme.as_ref().map(|a| a.domains.join(", ")).unwrap_or_default();
             format!("TLS via ACME for {domains}")
         }
@@ -160,7 +166,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// `wif-proxy doctor`.
-fn doctor(config_path: &Path, issuer: Option<&str>, opts: &crate::doctor::Options, json: bool) -> ExitCode {
+fn doctor(config_path: &Path, issuer: Option<&str>, opts: &doctor::Options, json: bool) -> ExitCode {
     let issuers: Vec<String> = match issuer {
         Some(i) => vec![i.to_string()],
         None => {
@@ -181,8 +187,8 @@ fn doctor(config_path: &Path, issuer: Option<&str>, opts: &crate::doctor::Option
             routes
                 .routes
                 .iter()
-                .filter(|r| r.kind == crate::routes::DocKind::Discovery)
-                .map(|r| crate::routes::expected(&config.issuers[r.issuer], &r.path).issuer)
+                .filter(|r| r.kind == wif_proxy::documents::catalog::DocKind::Discovery)
+                .map(|r| wif_proxy::documents::catalog::expected(&config.issuers[r.issuer], &r.path).issuer)
                 .collect()
         }
     };
@@ -193,8 +199,8 @@ fn doctor(config_path: &Path, issuer: Option<&str>, opts: &crate::doctor::Option
             return ExitCode::FAILURE;
         }
     };
-    let reports: Vec<crate::doctor::Report> = runtime
-        .block_on(async { futures_util::future::join_all(issuers.iter().map(|i| crate::doctor::run(i, opts))).await });
+    let reports: Vec<doctor::Report> =
+        runtime.block_on(async { futures_util::future::join_all(issuers.iter().map(|i| doctor::run(i, opts))).await });
     let failed = reports.iter().any(|r| r.failed());
     if json {
         let value = match (issuer, reports.as_slice()) {
@@ -233,7 +239,9 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
     };
     let loaded = runtime.block_on(async {
         let started = std::time::Instant::now();
-        crate::ipranges::Ranges::load(&config.ip_allow, None, Default::default()).await.map(|r| (r, started.elapsed()))
+        wif_proxy::admission::ranges::Ranges::load(&config.ip_allow, None, Default::default())
+            .await
+            .map(|r| (r, started.elapsed()))
     });
     let (ranges, took) = match loaded {
         Ok(r) => r,
@@ -243,9 +251,9 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
         }
     };
     let mode = match ranges.mode {
-        crate::config::IpAllowMode::Off => "off",
-        crate::config::IpAllowMode::Report => "report",
-        crate::config::IpAllowMode::Enforce => "enforce",
+        wif_proxy::config::IpAllowMode::Off => "off",
+        wif_proxy::config::IpAllowMode::Report => "report",
+        wif_proxy::config::IpAllowMode::Enforce => "enforce",
     };
     println!("ip_allow mode {mode}; {} sources loaded in {} ms", ranges.sources.len(), took.as_millis());
     for s in &ranges.sources {

@@ -26,11 +26,11 @@ use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
-use crate::document::{self, Facts};
-use crate::metrics::{ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
-use crate::persist::{Persist, Record};
-use crate::routes::{DocKind, Expected};
-use crate::upstream::{FetchError, Freshness, Upstream};
+use crate::documents::catalog::{DocKind, Expected};
+use crate::documents::persist::{Persist, Record};
+use crate::documents::upstream::{FetchError, Freshness, Upstream};
+use crate::documents::validate::{self, Facts};
+use crate::telemetry::metrics::{ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
 
 /// The freshness rules of one snapshot.
 #[derive(Debug, Clone, Copy)]
@@ -331,14 +331,14 @@ impl Slot {
 
     /// Validates a fetched body and runs the issuer guard.
     fn accept(&self, src: &Source, body: Bytes, ttl: Duration) -> Result<(Bytes, Duration, Facts), FetchError> {
-        let facts = document::validate(src.kind, &body).map_err(FetchError::Invalid)?;
+        let facts = validate::validate(src.kind, &body).map_err(FetchError::Invalid)?;
         self.guard(src, &facts)?;
         Ok((body, ttl, facts))
     }
 
     fn guard(&self, src: &Source, facts: &Facts) -> Result<(), FetchError> {
         let Some(expected) = &src.expected else { return Ok(()) };
-        match document::check_issuer(facts, expected, src.vault) {
+        match validate::check_issuer(facts, expected, src.vault) {
             Ok(()) => {
                 if self.mismatch.swap(None).is_some() {
                     tracing::info!(issuer = %self.key.issuer, path = %self.key.path, "issuer guard: discovery document now matches the public URL");
@@ -386,7 +386,7 @@ impl Slot {
     /// or older than `max_stale` allows.
     pub fn restore(&self, src: &Source, record: &Record) -> Result<(), String> {
         let body = Bytes::copy_from_slice(record.body.as_bytes());
-        let facts = document::validate(src.kind, &body)?;
+        let facts = validate::validate(src.kind, &body)?;
         self.guard(src, &facts).map_err(|e| e.to_string())?;
         let ttl = Duration::from_millis(record.ttl_ms);
         let fetched_wall = SystemTime::UNIX_EPOCH + Duration::from_millis(record.fetched_at_ms);

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config::{IpAllowConfig, IpAllowMode, RangeFormat, RangeLocation, RangeSourceConfig};
-use crate::ipset::{parse_net, IpSet};
+use crate::net::ipset::{parse_net, IpSet};
 
 /// Largest range document we read (the full Azure file is ~4 MB).
 const MAX_RANGE_BYTES: usize = 64 * 1024 * 1024;
@@ -256,7 +256,7 @@ impl Ranges {
         if self.mode == IpAllowMode::Off || self.contains(ip) {
             return true;
         }
-        static DENIED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        static DENIED: crate::telemetry::throttle::Throttle = crate::telemetry::throttle::Throttle::new();
         let enforce = self.mode == IpAllowMode::Enforce;
         if !enforce {
             self.would_deny.inc();
@@ -397,7 +397,7 @@ async fn fetch(url: &str) -> Result<Bytes, String> {
         .wrap_connector(http);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let req = http::Request::get(url)
-        .header(http::header::USER_AGENT, crate::upstream::USER_AGENT_VALUE)
+        .header(http::header::USER_AGENT, crate::documents::upstream::USER_AGENT_VALUE)
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let exchange = async {
@@ -418,7 +418,7 @@ fn copy_path(dir: &std::path::Path, name: &str) -> PathBuf {
 fn save_copy(dir: &std::path::Path, name: &str, raw: &[u8]) {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let result = std::fs::create_dir_all(dir)
-        .and_then(|()| crate::persist::write_atomic(&copy_path(dir, name), raw, SEQ.fetch_add(1, Ordering::Relaxed)));
+        .and_then(|()| crate::files::write_atomic(&copy_path(dir, name), raw, SEQ.fetch_add(1, Ordering::Relaxed)));
     if let Err(e) = result {
         tracing::warn!(source = %name, dir = %dir.display(), "ip_allow: could not persist the fetched ranges: {e}");
     }

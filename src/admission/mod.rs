@@ -1,0 +1,3 @@
+//! Admission: who may ask.
+pub mod ranges;
+pub mod ratelimit;

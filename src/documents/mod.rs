@@ -1,0 +1,6 @@
+//! The documents and their cache.
+pub mod cache;
+pub mod catalog;
+pub mod persist;
+pub mod upstream;
+pub mod validate;

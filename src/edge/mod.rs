@@ -1,0 +1,4 @@
+//! The edge: where connections arrive.
+pub mod clientip;
+pub mod conn_io;
+pub mod tls;

@@ -1,0 +1,2 @@
+//! Network building blocks.
+pub mod ipset;

@@ -1,0 +1,6 @@
+//! The running proxy: its state and what it answers.
+pub mod admin;
+pub mod allowlist;
+pub mod handler;
+pub mod response;
+pub mod state;
