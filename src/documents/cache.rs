@@ -30,7 +30,7 @@ use crate::documents::catalog::{DocKind, Expected};
 use crate::documents::persist::{Persist, Record};
 use crate::documents::upstream::{FetchError, Freshness, Upstream};
 use crate::documents::validate::{self, Facts};
-use crate::telemetry::metrics::{ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
+use crate::telemetry::metrics::{CacheEvent, ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
 
 /// The freshness rules of one snapshot.
 #[derive(Debug, Clone, Copy)]
@@ -208,12 +208,12 @@ impl Slot {
                 if fresh_until - now <= entry.ttl / 10 {
                     self.refresh_in_background(src);
                 }
-                src.metrics.cache_event("hit");
+                src.metrics.cache_event(CacheEvent::Hit);
                 return Ok((entry, CacheStatus::Hit));
             }
             if now < fresh_until + src.policy.max_stale {
                 self.refresh_in_background(src);
-                src.metrics.cache_event("stale");
+                src.metrics.cache_event(CacheEvent::Stale);
                 return Ok((entry, CacheStatus::Stale));
             }
         }
@@ -222,12 +222,12 @@ impl Slot {
                 return Err(self.failure_status(&f.error));
             }
         }
-        src.metrics.cache_event("miss");
+        src.metrics.cache_event(CacheEvent::Miss);
         let seen = self.attempts.load(Ordering::Acquire);
         let _guard = self.fetch.lock().await;
         if self.attempts.load(Ordering::Acquire) != seen {
             // Someone finished an attempt while we waited: share its result.
-            src.metrics.cache_event("coalesced");
+            src.metrics.cache_event(CacheEvent::Coalesced);
             if let Some(entry) = self.entry.load_full() {
                 if Instant::now() < entry.fresh_until() + src.policy.max_stale {
                     return Ok((entry, CacheStatus::Miss));
@@ -261,7 +261,7 @@ impl Slot {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        src.metrics.cache_event("refresh");
+        src.metrics.cache_event(CacheEvent::Refresh);
         let (slot, src) = (Arc::clone(self), Arc::clone(src));
         tokio::spawn(async move {
             if let Ok(_guard) = slot.fetch.try_lock() {
@@ -309,7 +309,7 @@ impl Slot {
                 Ok(entry)
             }
             Err(e) => {
-                src.metrics.cache_event("error");
+                src.metrics.cache_event(CacheEvent::Error);
                 let consecutive = self.failure.load().as_ref().map_or(1, |f| f.consecutive.saturating_add(1));
                 let wait = if e == FetchError::NotFound {
                     src.policy.negative_ttl

@@ -1,4 +1,5 @@
-//! Connection deadlines: idle, and the time allowed to send a request head.
+//! A connection's byte stream as the HTTP server sees it: deadlines, the
+//! request-head scanner, and parking.
 //!
 //! * **Idle**: no byte moved in either direction for `idle` closes the
 //!   connection: a client that connects and never speaks, an idle keep-alive
@@ -17,31 +18,32 @@
 //! Deadlines are re-armed lazily: progress only records an `Instant`; the
 //! timer is reset when it fires early, so the hot path pays no timer cost.
 //!
-//! **Parking** (HTTP/1 only, see `server::serve_http1`): once a response has
-//! been flushed, no new request has begun, and nothing moved for
-//! `park_after`, the next read reports end-of-stream to hyper. hyper then
-//! finishes the connection without shutting the socket down and hands the
-//! I/O back, and with it goes everything it held per connection (two 8 KiB
-//! buffers and its state). The bare stream waits for the client's next byte;
-//! a new hyper connection serves the next request. An idle keep-alive
-//! connection so costs a socket and a small task, not hyper's buffers. The
-//! byte read while parked is handed back first through [`Timeouts::unread`].
+//! **Parking** (HTTP/1 only, see `edge::http`): once a response has been
+//! flushed, no new request has begun, and nothing moved for `park_after`,
+//! the next read reports end-of-stream to hyper. hyper then finishes the
+//! connection without shutting the socket down and hands the I/O back, and
+//! with it goes everything it held per connection (two 8 KiB buffers and its
+//! state). The bare stream waits for the client's next byte; a new hyper
+//! connection serves the next request. An idle keep-alive connection so
+//! costs a socket and a small task, not hyper's buffers. The byte read while
+//! parked is put back ([`ConnIo::unpark`]) through [`Rewind`].
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::rewind::Rewind;
 
 /// Wraps a connection's I/O with its deadlines.
 #[derive(Debug)]
-pub struct Timeouts<T> {
-    inner: T,
+pub struct ConnIo<T> {
+    inner: Rewind<T>,
     idle: Duration,
     head: Option<Duration>,
     last_progress: Instant,
@@ -52,7 +54,7 @@ pub struct Timeouts<T> {
     /// Parking: `None` = never.
     park_after: Option<Duration>,
     /// Shutdown has begun: park (and so close) at the first quiet moment.
-    draining: Option<Arc<AtomicBool>>,
+    draining: Option<CancellationToken>,
     /// A response was flushed and no request byte has arrived since.
     quiet: bool,
     /// Request heads completed since the connection was last quiet.
@@ -61,8 +63,9 @@ pub struct Timeouts<T> {
     wrote: bool,
     /// End-of-stream was reported to hyper to park the connection.
     parked: bool,
-    /// Bytes to return before reading the stream again (read while parked).
-    unread: bytes::Bytes,
+    /// Bytes at the front of `inner` that the head scanner has already seen
+    /// (read while parked and put back).
+    scanned_ahead: usize,
 }
 
 /// Where the head scanner stands.
@@ -76,12 +79,12 @@ enum Scan {
     Off,
 }
 
-impl<T> Timeouts<T> {
+impl<T> ConnIo<T> {
     /// `head = None` disables head tracking (only the idle deadline applies).
     pub fn new(inner: T, idle: Duration, head: Option<Duration>) -> Self {
         let now = Instant::now();
-        Timeouts {
-            inner,
+        ConnIo {
+            inner: Rewind::new(inner),
             idle,
             head,
             last_progress: now,
@@ -94,13 +97,13 @@ impl<T> Timeouts<T> {
             heads: 0,
             wrote: false,
             parked: false,
-            unread: bytes::Bytes::new(),
+            scanned_ahead: 0,
         }
     }
 
     /// Parks the connection after `after` of quiet between requests, or at
     /// once when `draining` is set.
-    pub fn park_after(&mut self, after: Duration, draining: Arc<AtomicBool>) {
+    pub fn park_after(&mut self, after: Duration, draining: CancellationToken) {
         self.park_after = Some(after);
         self.draining = Some(draining);
         let first = self.last_progress + after;
@@ -126,12 +129,13 @@ impl<T> Timeouts<T> {
         self.parked = false;
         self.quiet = false;
         self.wrote = false;
-        self.unread = bytes;
+        self.scanned_ahead = bytes.len();
+        self.inner.rewind(bytes);
     }
 
     /// Whether the connection may be parked at `now`.
     fn parkable(&self, now: Instant) -> bool {
-        let draining = || self.draining.as_ref().is_some_and(|d| d.load(Ordering::Relaxed));
+        let draining = || self.draining.as_ref().is_some_and(CancellationToken::is_cancelled);
         self.quiet && !self.parked && self.park_after.is_some_and(|p| now >= self.last_progress + p || draining())
     }
 
@@ -252,22 +256,20 @@ impl<T> Timeouts<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Timeouts<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.unread.is_empty() {
-            let n = this.unread.len().min(buf.remaining());
-            buf.put_slice(&this.unread.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let now = Instant::now();
                 this.last_progress = now;
                 this.quiet = false;
+                let fresh = &buf.filled()[before..];
+                let seen = this.scanned_ahead.min(fresh.len());
+                this.scanned_ahead -= seen;
                 if this.scan != Scan::Off {
-                    this.scanned(&buf.filled()[before..]);
+                    this.scanned(&fresh[seen..]);
                 }
                 match this.head_deadline {
                     Some(h) if now >= h => Poll::Ready(Err(this.expired())),
@@ -288,7 +290,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Timeouts<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> Timeouts<T> {
+impl<T: AsyncWrite + Unpin> ConnIo<T> {
     fn after_write<R>(&mut self, r: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         match r {
             Poll::Ready(r) => {
@@ -305,7 +307,7 @@ impl<T: AsyncWrite + Unpin> Timeouts<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Timeouts<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -369,8 +371,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timeouts<T> {
 mod tests {
     use super::*;
 
-    fn scanner() -> Timeouts<()> {
-        Timeouts::new((), Duration::from_secs(60), Some(Duration::from_secs(5)))
+    fn scanner() -> ConnIo<()> {
+        ConnIo::new((), Duration::from_secs(60), Some(Duration::from_secs(5)))
     }
 
     #[tokio::test]
@@ -422,11 +424,11 @@ mod tests {
         }
     }
 
-    async fn served_once() -> (Timeouts<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+    async fn served_once() -> (ConnIo<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(4096);
-        let mut t = Timeouts::new(server, Duration::from_secs(60), Some(Duration::from_secs(5)));
-        t.park_after(Duration::from_millis(250), Arc::new(AtomicBool::new(false)));
+        let mut t = ConnIo::new(server, Duration::from_secs(60), Some(Duration::from_secs(5)));
+        t.park_after(Duration::from_millis(250), CancellationToken::new());
         client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
         let mut buf = [0u8; 64];
         assert_eq!(t.read(&mut buf).await.expect("read"), 27);

@@ -1,4 +1,13 @@
 //! The edge: where connections arrive.
+//!
+//! [`listener`] is the one way in for every listener; [`http`] serves HTTP on
+//! an accepted stream; [`conn_io`] holds a connection's deadlines and parks
+//! it between requests; [`clientip`] learns who the client is; [`tls`]
+//! terminates TLS with files or ACME; [`caps`] counts connections.
+pub mod caps;
 pub mod clientip;
 pub mod conn_io;
+pub mod http;
+pub mod listener;
+pub mod rewind;
 pub mod tls;

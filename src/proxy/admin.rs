@@ -6,55 +6,20 @@
 //! persisted cache). Its JSON body names whatever is not ready, and reports
 //! issuer-guard findings.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::documents::catalog::DocKind;
 use crate::documents::validate::Facts;
 use crate::proxy::state::Shared;
 use crate::telemetry::metrics::{unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, SourceLabels};
 
-/// Open admin connections at most: probes and scrapers need a handful.
-const MAX_ADMIN_CONNECTIONS: usize = 64;
-
-/// Serves the admin endpoints until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let conns = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    loop {
-        let Some((stream, _)) = crate::server::accept(&listener, "server.admin_listen").await else { continue };
-        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else { continue };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&shared, &req)) }
-            });
-            let io = TokioIo::new(crate::edge::conn_io::Timeouts::new(
-                stream,
-                Duration::from_secs(30),
-                Some(Duration::from_secs(5)),
-            ));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(None)
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one admin request.
+pub(crate) fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method_not_allowed"}));
     }

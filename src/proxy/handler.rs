@@ -5,37 +5,25 @@
 //! answers it with one of our fixed errors. The request itself is never given
 //! to anything that talks to the issuer: only the allowlist entry it matched is.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST, IF_NONE_MATCH, LOCATION, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING};
-use http::{HeaderValue, StatusCode};
+use http::header::{CONTENT_LENGTH, HOST, IF_NONE_MATCH, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 
 use crate::documents::cache::CacheStatus;
 use crate::documents::catalog::DocKind;
 use crate::edge::clientip;
-use crate::proxy::allowlist::{host_name, Lookup};
+use crate::edge::listener::ConnInfo;
+use crate::proxy::allowlist::host_name;
 use crate::proxy::response::{self, Body, Deny};
 use crate::proxy::state::{Shared, Snapshot};
 use crate::telemetry::accesslog;
 use crate::telemetry::metrics::Metrics;
 
-/// What the server knows about a connection before any request.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The client address (the peer, or what a PROXY header named).
-    pub client_ip: IpAddr,
-    /// Behind a trusted X-Forwarded-For proxy: the client is per request.
-    pub forwarded: bool,
-    /// Arrived over TLS (responses carry HSTS).
-    pub tls: bool,
-}
-
 /// How a request was handled, for the access log.
-enum Outcome<'a> {
+pub(crate) enum Outcome<'a> {
     Denied(Deny),
     Served {
         issuer: &'a str,
@@ -74,10 +62,10 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> 
     resp
 }
 
-fn record(metrics: &Metrics, outcome: &Outcome<'_>, started: Instant) {
+pub(crate) fn record(metrics: &Metrics, outcome: &Outcome<'_>, started: Instant) {
     metrics.request_duration.observe(started.elapsed());
     match outcome {
-        Outcome::Denied(d) => metrics.deny(d.as_str()),
+        Outcome::Denied(d) => metrics.deny(*d),
         // Counted in `answer`, on the document's pre-resolved counters.
         Outcome::Served { .. } | Outcome::Failed { .. } | Outcome::Redirect | Outcome::Challenge => {}
     }
@@ -130,56 +118,6 @@ async fn answer<'s>(
     (resp, outcome)
 }
 
-/// Answers a request on the plain-HTTP listener that sits beside TLS: ACME
-/// HTTP-01 challenges, a 308 to https for allowlisted paths (built from the
-/// issuer's public URL, never from the request's Host), 404 otherwise.
-pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    let snap = shared.snapshot();
-    let (resp, outcome) = redirect_answer(shared, &snap, conn.client_ip, &req);
-    if snap.config.log.access {
-        access_log(&snap, conn.client_ip, &req, &resp, &outcome, started);
-    }
-    resp
-}
-
-fn redirect_answer<'s>(
-    shared: &Shared,
-    snap: &'s Snapshot,
-    client: IpAddr,
-    req: &Request<Incoming>,
-) -> (Response<Body>, Outcome<'s>) {
-    let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
-    // This listener serves no documents, so the source-address allowlist
-    // does not apply (ACME HTTP-01 validations must pass).
-    let target = match preflight(snap, client, false, req) {
-        Ok(t) => t,
-        Err(refusal) => return refusal.answer(),
-    };
-    if let Some(token) = target.strip_prefix("/.well-known/acme-challenge/") {
-        if let Some(key_auth) = shared.tls.as_ref().and_then(|t| t.http01_key_auth(token)) {
-            return (response::text(key_auth), Outcome::Challenge);
-        }
-        return deny(Deny::Path);
-    }
-    let Ok(host) = request_host(req) else {
-        return deny(Deny::Host);
-    };
-    let issuer = match snap.routes.lookup(host, target) {
-        Some(Lookup::Static(i)) => snap.routes.routes[i].issuer,
-        Some(Lookup::Dynamic { issuer, .. }) => issuer,
-        None => return deny(Deny::Path),
-    };
-    let issuer = &snap.issuers[issuer].config;
-    let location = format!("{}{target}", issuer.public_url.replacen("http://", "https://", 1));
-    let Ok(location) = HeaderValue::from_str(&location) else {
-        return deny(Deny::Target);
-    };
-    let mut resp = response::error(StatusCode::PERMANENT_REDIRECT);
-    resp.headers_mut().insert(LOCATION, location);
-    (resp, Outcome::Redirect)
-}
-
 /// The checks every request passes before its target is looked at, in
 /// order: the source-address allowlist (when the address is only known per
 /// request; an address known at accept time was checked there), the rate
@@ -187,7 +125,7 @@ fn redirect_answer<'s>(
 /// body), no body announced or sent, and an origin-form target (an HTTP/1
 /// absolute-form target has a scheme or authority; h2 carries them as
 /// pseudo-headers, with `:path` apart). Returns the raw target.
-fn preflight<'r>(
+pub(crate) fn preflight<'r>(
     snap: &Snapshot,
     client: IpAddr,
     check_ip: bool,
@@ -213,13 +151,13 @@ fn preflight<'r>(
 }
 
 /// Why `preflight` refused a request.
-enum Refusal {
+pub(crate) enum Refusal {
     Deny(Deny),
     RateLimited(std::time::Duration),
 }
 
 impl Refusal {
-    fn answer<'s>(self) -> (Response<Body>, Outcome<'s>) {
+    pub(crate) fn answer<'s>(self) -> (Response<Body>, Outcome<'s>) {
         match self {
             Refusal::Deny(d) => (response::error(d.status()), Outcome::Denied(d)),
             Refusal::RateLimited(wait) => (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit)),
@@ -237,7 +175,7 @@ fn has_body(req: &Request<Incoming>) -> bool {
 
 /// The host name a request is addressed to, without port. HTTP/1.1 requires
 /// exactly one Host header; h2 carries it in `:authority`.
-fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
+pub(crate) fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
     if req.version() >= Version::HTTP_2 {
         return Ok(req.uri().host().map(host_name));
     }
@@ -251,7 +189,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
 
 /// Hands the access log a fixed-size copy of what happened; it is
 /// formatted and written on the log thread (`accesslog`).
-fn access_log(
+pub(crate) fn access_log(
     snap: &Snapshot,
     client: IpAddr,
     req: &Request<Incoming>,

@@ -2,5 +2,6 @@
 pub mod admin;
 pub mod allowlist;
 pub mod handler;
+pub mod redirect;
 pub mod response;
 pub mod state;

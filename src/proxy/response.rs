@@ -14,48 +14,17 @@ use http_body_util::Full;
 use crate::documents::cache::Entry;
 
 /// The body type of every response.
-pub type Body = Full<Bytes>;
+pub use crate::edge::http::Body;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
-/// Why the proxy answered a request itself (bounded set: logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deny {
-    /// Not GET or HEAD.
-    Method,
-    /// The request carried (or announced) a body.
-    Body,
-    /// Absolute-form, asterisk-form, or no usable target.
-    Target,
-    /// HTTP/1.1 without exactly one Host header.
-    Host,
-    /// The target is not on the allowlist (for this host).
-    Path,
-    /// The `*`-namespace cache is full.
-    Capacity,
-    /// The client address is outside the source-address allowlist.
-    Ip,
-    /// The client (or everybody) is over its request rate.
-    RateLimit,
-}
+pub use crate::telemetry::events::Deny;
 
+// The answer to each refusal lives here, with the answers.
 impl Deny {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Deny::Method => "method",
-            Deny::Body => "body",
-            Deny::Target => "target",
-            Deny::Host => "host",
-            Deny::Path => "path",
-            Deny::Capacity => "capacity",
-            Deny::Ip => "ip",
-            Deny::RateLimit => "rate_limit",
-        }
-    }
-
     pub fn status(self) -> StatusCode {
         match self {
             Deny::Method => StatusCode::METHOD_NOT_ALLOWED,
@@ -64,6 +33,9 @@ impl Deny {
             Deny::Capacity => StatusCode::SERVICE_UNAVAILABLE,
             Deny::Ip => StatusCode::FORBIDDEN,
             Deny::RateLimit => StatusCode::TOO_MANY_REQUESTS,
+            // Connection-level: closed, never answered; for completeness.
+            Deny::ConnLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Deny::ProxyProtocol => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -20,6 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
+pub use crate::telemetry::events::{CacheEvent, Deny};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub issuer: String,
@@ -148,14 +150,11 @@ impl TypedMetric for LatencyHistogram {
 }
 
 /// Every metric of one process.
-/// Denial reasons and cache events with pre-resolved counters.
-const DENY_REASONS: [&str; 10] =
-    ["path", "method", "body", "host", "target", "ip", "rate_limit", "conn_limit", "proxy_protocol", "capacity"];
-const CACHE_EVENTS: [&str; 6] = ["hit", "miss", "stale", "refresh", "coalesced", "error"];
-
 pub struct Metrics {
     registry: Registry,
+    /// `denials`, one counter per [`Deny`], indexed by it.
     deny_counters: Vec<Counter>,
+    /// `cache_events`, one counter per [`CacheEvent`], indexed by it.
     cache_counters: Vec<Counter>,
     /// Serialises scrapes (state gauges are rebuilt per scrape).
     scrape: Mutex<()>,
@@ -172,7 +171,7 @@ pub struct Metrics {
     pub connections_active: Gauge,
     pub connections_parked: Gauge,
     // Rebuilt at scrape time.
-    pub document_age: Family<DocumentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub document_age: Family<DocumentLabels, Gauge<f64, AtomicU64>>,
     pub document_stale: Family<DocumentLabels, Gauge>,
     pub jwks_keys: Family<NamespaceLabels, Gauge>,
     pub jwks_last_change: Family<NamespaceLabels, Gauge>,
@@ -199,21 +198,33 @@ impl Default for Metrics {
     }
 }
 
+/// Registers each row `name, unit, metric, help` (unit `-` for none) in
+/// `registry`: the metric families read as one table.
+macro_rules! register {
+    ($registry:expr; $($name:literal, $unit:tt, $metric:expr, $help:literal;)*) => {
+        $(register!(@one $registry, $name, $unit, $metric, $help);)*
+    };
+    (@one $registry:expr, $name:literal, -, $metric:expr, $help:literal) => {
+        $registry.register($name, $help, $metric.clone())
+    };
+    (@one $registry:expr, $name:literal, $unit:ident, $metric:expr, $help:literal) => {
+        $registry.register_with_unit($name, $help, Unit::$unit, $metric.clone())
+    };
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut root = Registry::default();
-        let r = root.sub_registry_with_prefix("wif_proxy");
         let denials: Family<ReasonLabels, Counter> = Family::default();
         let cache_events: Family<EventLabels, Counter> = Family::default();
         let m = Metrics {
             registry: Registry::default(),
-            deny_counters: DENY_REASONS
+            deny_counters: Deny::ALL
                 .iter()
-                .map(|&reason| denials.get_or_create_owned(&ReasonLabels { reason }))
+                .map(|d| denials.get_or_create_owned(&ReasonLabels { reason: d.as_str() }))
                 .collect(),
-            cache_counters: CACHE_EVENTS
+            cache_counters: CacheEvent::ALL
                 .iter()
-                .map(|&event| cache_events.get_or_create_owned(&EventLabels { event }))
+                .map(|e| cache_events.get_or_create_owned(&EventLabels { event: e.as_str() }))
                 .collect(),
             scrape: Mutex::new(()),
             requests: Family::default(),
@@ -242,109 +253,59 @@ impl Metrics {
             process_max_fds: Gauge::default(),
             process_start: Gauge::default(),
         };
-        r.register(
-            "requests",
-            "Public requests answered with a document or an upstream error, by issuer, document and status class",
-            m.requests.clone(),
-        );
-        r.register(
-            "denied_requests",
-            "Requests and connections refused by the proxy itself, by reason",
-            m.denials.clone(),
-        );
-        r.register_with_unit(
-            "request_duration",
-            "Time to answer a public request",
-            Unit::Seconds,
-            m.request_duration.clone(),
-        );
-        r.register(
-            "cache_events",
-            "Document cache events: hit, miss, stale, refresh, coalesced, error",
-            m.cache_events.clone(),
-        );
-        r.register("upstream_requests", "Requests to the issuer by outcome", m.upstream_requests.clone());
-        r.register_with_unit(
-            "upstream_duration",
-            "Time of one issuer exchange",
-            Unit::Seconds,
-            m.upstream_duration.clone(),
-        );
-        r.register("upstream_up", "1 when the last request to the issuer succeeded", m.upstream_up.clone());
-        r.register(
-            "acme_events",
-            "ACME certificate events: deployed_cached, deployed_new, error",
-            m.acme_events.clone(),
-        );
-        r.register("config_reloads", "Configuration reloads by outcome", m.config_reloads.clone());
-        r.register(
-            "ip_allow_would_deny",
-            "Requests or connections ip_allow report mode would have denied",
-            m.ip_allow_would_deny.clone(),
-        );
-        r.register("connections_active", "Open public connections", m.connections_active.clone());
-        r.register(
-            "connections_parked",
-            "Open public HTTP/1 connections idle between requests, holding no HTTP state",
-            m.connections_parked.clone(),
-        );
-        r.register_with_unit("document_age", "Age of the cached document", Unit::Seconds, m.document_age.clone());
-        r.register(
-            "document_stale",
-            "1 while a document is served past its freshness (issuer failing or refreshing)",
-            m.document_stale.clone(),
-        );
-        r.register("jwks_keys", "Keys in the served JWKS", m.jwks_keys.clone());
-        r.register_with_unit(
-            "jwks_last_change_timestamp",
-            "When the served key set last changed",
-            Unit::Seconds,
-            m.jwks_last_change.clone(),
-        );
-        r.register(
-            "issuer_mismatch",
-            "1 when a discovery document's issuer or jwks_uri does not match the public URL",
-            m.issuer_mismatch.clone(),
-        );
-        r.register_with_unit(
-            "certificate_expiry_timestamp",
-            "Expiry of the served TLS certificate",
-            Unit::Seconds,
-            m.certificate_expiry.clone(),
-        );
-        r.register("ip_ranges_prefixes", "Prefixes loaded per ip_allow source", m.range_prefixes.clone());
-        r.register_with_unit(
-            "ip_ranges_last_refresh_timestamp",
-            "Last successful load of an ip_allow source",
-            Unit::Seconds,
-            m.range_last_refresh.clone(),
-        );
         let build: Family<VersionLabels, Gauge> = Family::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        r.register("build", "Build information", build);
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("wif_proxy");
+        register! { r;
+            "requests", -, m.requests,
+                "Public requests answered with a document or an upstream error, by issuer, document and status class";
+            "denied_requests", -, m.denials, "Requests and connections refused by the proxy itself, by reason";
+            "request_duration", Seconds, m.request_duration, "Time to answer a public request";
+            "cache_events", -, m.cache_events, "Document cache events: hit, miss, stale, refresh, coalesced, error";
+            "upstream_requests", -, m.upstream_requests, "Requests to the issuer by outcome";
+            "upstream_duration", Seconds, m.upstream_duration, "Time of one issuer exchange";
+            "upstream_up", -, m.upstream_up, "1 when the last request to the issuer succeeded";
+            "acme_events", -, m.acme_events, "ACME certificate events: deployed_cached, deployed_new, error";
+            "config_reloads", -, m.config_reloads, "Configuration reloads by outcome";
+            "ip_allow_would_deny", -, m.ip_allow_would_deny,
+                "Requests or connections ip_allow report mode would have denied";
+            "connections_active", -, m.connections_active, "Open public connections";
+            "connections_parked", -, m.connections_parked,
+                "Open public HTTP/1 connections idle between requests, holding no HTTP state";
+            "document_age", Seconds, m.document_age, "Age of the cached document";
+            "document_stale", -, m.document_stale,
+                "1 while a document is served past its freshness (issuer failing or refreshing)";
+            "jwks_keys", -, m.jwks_keys, "Keys in the served JWKS";
+            "jwks_last_change_timestamp", Seconds, m.jwks_last_change, "When the served key set last changed";
+            "issuer_mismatch", -, m.issuer_mismatch,
+                "1 when a discovery document's issuer or jwks_uri does not match the public URL";
+            "certificate_expiry_timestamp", Seconds, m.certificate_expiry, "Expiry of the served TLS certificate";
+            "ip_ranges_prefixes", -, m.range_prefixes, "Prefixes loaded per ip_allow source";
+            "ip_ranges_last_refresh_timestamp", Seconds, m.range_last_refresh,
+                "Last successful load of an ip_allow source";
+            "build", -, build, "Build information";
+        }
         let p = root.sub_registry_with_prefix("process");
-        p.register_with_unit("cpu", "User and system CPU time", Unit::Seconds, m.process_cpu.clone());
-        p.register_with_unit("resident_memory", "Resident set size", Unit::Bytes, m.process_rss.clone());
-        p.register("open_fds", "Open file descriptors", m.process_fds.clone());
-        p.register("max_fds", "Limit on open file descriptors", m.process_max_fds.clone());
-        p.register_with_unit("start_time", "Start time since the Unix epoch", Unit::Seconds, m.process_start.clone());
+        register! { p;
+            "cpu", Seconds, m.process_cpu, "User and system CPU time";
+            "resident_memory", Bytes, m.process_rss, "Resident set size";
+            "open_fds", -, m.process_fds, "Open file descriptors";
+            "max_fds", -, m.process_max_fds, "Limit on open file descriptors";
+            "start_time", Seconds, m.process_start, "Start time since the Unix epoch";
+        }
         m.process_start.set(process_start_time());
         Metrics { registry: root, ..m }
     }
 
-    /// Counts a denial.
-    pub fn deny(&self, reason: &'static str) {
-        match DENY_REASONS.iter().position(|r| *r == reason) {
-            Some(i) => self.deny_counters[i].inc(),
-            None => self.denials.get_or_create(&ReasonLabels { reason }).inc(),
-        };
+    /// Counts a refusal.
+    pub fn deny(&self, reason: Deny) {
+        self.deny_counters[reason as usize].inc();
     }
 
-    pub fn cache_event(&self, event: &'static str) {
-        match CACHE_EVENTS.iter().position(|e| *e == event) {
-            Some(i) => self.cache_counters[i].inc(),
-            None => self.cache_events.get_or_create(&EventLabels { event }).inc(),
-        };
+    /// Counts a cache event.
+    pub fn cache_event(&self, event: CacheEvent) {
+        self.cache_counters[event as usize].inc();
     }
 
     /// The request counters of one document, one per status class, resolved
@@ -373,31 +334,23 @@ impl Metrics {
         to_classic_text(&out)
     }
 
+    /// The process figures, from /proc (left as they were if it cannot be read).
     fn process(&self) {
-        let ticks = clock_ticks();
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            // Fields after the command name, which may contain spaces.
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-                let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-                self.process_cpu.set((ut + st) / ticks);
-            }
+        let Ok(me) = procfs::process::Process::myself() else { return };
+        if let Ok(stat) = me.stat() {
+            self.process_cpu.set((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64);
         }
-        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-            let pages: i64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-            self.process_rss.set(pages * page_size());
+        if let Ok(statm) = me.statm() {
+            self.process_rss.set(i64::try_from(statm.resident * procfs::page_size()).unwrap_or(i64::MAX));
         }
-        if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
-            self.process_fds.set(d.count() as i64);
+        if let Ok(n) = me.fd_count() {
+            self.process_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
-            let max = limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+        if let Ok(limits) = me.limits() {
+            let max = match limits.max_open_files.soft_limit {
+                procfs::process::LimitValue::Value(v) => i64::try_from(v).unwrap_or(i64::MAX),
+                procfs::process::LimitValue::Unlimited => 0,
+            };
             self.process_max_fds.set(max);
         }
     }
@@ -441,26 +394,6 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 
 /// The Content-Type of [`to_classic_text`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions; it only reads a constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-fn page_size() -> i64 {
-    // SAFETY: as above.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as i64
-    } else {
-        4096
-    }
-}
 
 /// Seconds since the epoch at which this process started.
 fn process_start_time() -> i64 {

@@ -1,4 +1,6 @@
-//! Telemetry: metrics and logs.
+//! Telemetry: what the proxy tells its operators — Prometheus metrics, the
+//! access log and its line budget.
 pub mod accesslog;
+pub mod events;
 pub mod metrics;
 pub mod throttle;

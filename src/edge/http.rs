@@ -1,0 +1,234 @@
+//! HTTP/1.1 and h2 on an established stream, with our limits.
+//!
+//! HTTP/1 is served one stretch of activity at a time: between requests the
+//! connection parks (after [`PARK_AFTER`] of quiet) and waits for the next
+//! request's first byte holding nothing but the stream; hyper serves each
+//! stretch. h2 (by ALPN, or a cleartext connection opening with `P`, which
+//! could be the h2 preface) goes to hyper-util's auto builder, which tells
+//! the two apart and serves h2 with its own limits.
+//!
+//! Shutdown: a parked connection closes at once; a busy one finishes what it
+//! is answering and closes at its next quiet moment.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::conn_io::ConnIo;
+use crate::telemetry::metrics::ParkedGauge;
+
+/// Every response the edge serves: fixed, fully buffered bodies.
+pub type Body = http_body_util::Full<Bytes>;
+
+/// What answers the requests of one connection.
+pub trait ConnService:
+    Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// One connection's HTTP limits, copied out of the configuration once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// No byte either way for this long closes the connection.
+    pub idle_timeout: Duration,
+    /// A request head must arrive within this of its first byte.
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Whether h2 is spoken at all (the admin listener is HTTP/1.1 only).
+    pub h2: bool,
+}
+
+/// How long an HTTP/1 connection waits between requests before it parks:
+/// hyper's connection and buffers are dropped and the bare stream waits for
+/// the next request (see conn_io.rs). Long enough that a client sending
+/// requests back to back never parks.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// Serves HTTP on `io` until the connection ends or, once `drain` is
+/// cancelled, until its next quiet moment. `h2` says ALPN chose h2.
+// A plain fn returning an async block: an `async fn` would copy its
+// arguments into its state a second time, and this state is what a parked
+// connection costs (hyper's part is boxed in `session`).
+#[allow(clippy::manual_async_fn)]
+pub fn serve<'d, I, S>(
+    io: I,
+    service: S,
+    limits: ConnLimits,
+    drain: &'d CancellationToken,
+    parked: Gauge,
+    h2: bool,
+) -> impl Future<Output = ()> + Send + 'd
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ConnService,
+{
+    async move {
+        let mut io = ConnIo::new(io, limits.idle_timeout, Some(limits.header_read_timeout));
+        let mut service = service;
+        if h2 && limits.h2 {
+            return Box::pin(serve_auto(io, service, limits, drain)).await;
+        }
+        io.park_after(PARK_AFTER, drain.clone());
+        // Counts this connection in `connections_parked` while it waits.
+        let mut _counted: Option<ParkedGauge> = None;
+        loop {
+            // Parked: wait for the next request's first byte, holding no buffer.
+            let mut first = [0u8; 1];
+            let n = tokio::select! {
+                r = io.read(&mut first) => r.unwrap_or(0),
+                () = drain.cancelled() => 0,
+            };
+            _counted = None;
+            if n == 0 {
+                return;
+            }
+            io.unpark(one_byte(first[0]));
+            if first[0] == b'P' && limits.h2 {
+                io.never_park();
+                return Box::pin(serve_auto(io, service, limits, drain)).await;
+            }
+            match Box::pin(session(io, service, limits)).await {
+                Session::Parked(i, s) => {
+                    (io, service) = (i, s);
+                    _counted = Some(ParkedGauge::park(&parked));
+                }
+                Session::Ended => return,
+                Session::Leftover(i, s) => return Box::pin(serve_auto(i, s, limits, drain)).await,
+            }
+        }
+    }
+}
+
+/// How a stretch of HTTP/1 requests served by hyper ended.
+enum Session<I, S> {
+    /// Parked between requests: the stream and service come back.
+    Parked(ConnIo<I>, S),
+    /// The connection is over.
+    Ended,
+    /// hyper held unread bytes (never expected: parking waits for a request
+    /// boundary); they are a request's, so serve on without parking.
+    Leftover(ConnIo<I>, S),
+}
+
+/// hyper serves HTTP/1 requests until the connection parks or ends.
+async fn session<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits) -> Session<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ConnService,
+{
+    let parts = match http1_builder(limits).serve_connection(TokioIo::new(io), service).without_shutdown().await {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::debug!("connection ended: {e}");
+            return Session::Ended;
+        }
+    };
+    let mut io = parts.io.into_inner();
+    if !io.is_parked() {
+        // The client closed, or the answer closed the connection
+        // (`Connection: close`, a refused body): finish the stream.
+        let _ = io.shutdown().await;
+        return Session::Ended;
+    }
+    if !parts.read_buf.is_empty() {
+        io.unpark(parts.read_buf);
+        io.never_park();
+        return Session::Leftover(io, parts.service);
+    }
+    Session::Parked(io, parts.service)
+}
+
+/// Any protocol, by hyper-util's auto builder (h2 and HTTP/1 without parking).
+async fn serve_auto<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits, drain: &CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ConnService,
+{
+    let builder = auto_builder(limits);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// A one-byte `Bytes` without allocating.
+fn one_byte(b: u8) -> Bytes {
+    static ALL: [u8; 256] = {
+        let mut all = [0u8; 256];
+        let mut i = 0;
+        while i < 256 {
+            all[i] = i as u8;
+            i += 1;
+        }
+        all
+    };
+    let i = usize::from(b);
+    Bytes::from_static(&ALL[i..=i])
+}
+
+/// hyper's HTTP/1.1 server, every limit explicit.
+fn http1_builder(limits: ConnLimits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // ConnIo enforces the head deadline; hyper's timer would also cut idle
+    // keep-alive connections (see conn_io.rs).
+    b.header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true)
+        .half_close(false);
+    b
+}
+
+/// hyper-util's auto builder: HTTP/1.1 as in `http1_builder`, and h2 with
+/// its limits.
+fn auto_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true)
+        .half_close(false);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256))
+        .max_send_buf_size(64 * 1024)
+        .keep_alive_interval(None);
+    if !limits.h2 {
+        b = b.http1_only();
+    }
+    b
+}

@@ -1,0 +1,86 @@
+//! The bounded vocabularies of the hot path: why something was refused and
+//! what the cache did. Each is an enum whose variants index pre-registered
+//! counters, and whose `as_str` is the metric label and the log word.
+
+/// An enum of label words: `ALL` in declaration order (so `v as usize`
+/// indexes it) and `as_str`.
+macro_rules! labels {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The metric label and log word.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Why the proxy refused a request or a connection itself.
+    pub enum Deny {
+        /// The target is not on the allowlist (for this host).
+        Path => "path",
+        /// Not GET or HEAD.
+        Method => "method",
+        /// The request carried (or announced) a body.
+        Body => "body",
+        /// HTTP/1.1 without exactly one Host header.
+        Host => "host",
+        /// Absolute-form, asterisk-form, or no usable target.
+        Target => "target",
+        /// The client address is outside the source-address allowlist.
+        Ip => "ip",
+        /// The client (or everybody) is over its request rate.
+        RateLimit => "rate_limit",
+        /// `max_connections` or `max_connections_per_ip` reached.
+        ConnLimit => "conn_limit",
+        /// A missing, malformed or untrusted PROXY header.
+        ProxyProtocol => "proxy_protocol",
+        /// The `*`-namespace cache is full.
+        Capacity => "capacity",
+    }
+}
+
+labels! {
+    /// What the document cache did for a request or a refresh.
+    pub enum CacheEvent {
+        /// Served fresh from the cache.
+        Hit => "hit",
+        /// Nothing cached: fetched while the request waited.
+        Miss => "miss",
+        /// Served past freshness (refreshing, or the issuer failing).
+        Stale => "stale",
+        /// A background refresh started.
+        Refresh => "refresh",
+        /// Waited on a fetch another request had started.
+        Coalesced => "coalesced",
+        /// A fetch failed.
+        Error => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_index_order() {
+        for (i, d) in Deny::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{}", d.as_str());
+        }
+        for (i, e) in CacheEvent::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{}", e.as_str());
+        }
+    }
+}
