@@ -9,13 +9,13 @@ use crate::common::*;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
-fn docs(yaml: &str) -> Vec<Value> {
+pub(crate) fn docs(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
 }
 
 use serde::Deserialize;
 
-fn kustomize(dir: &str) -> String {
+pub(crate) fn kustomize(dir: &str) -> String {
     let out = std::process::Command::new("kubectl").args(["kustomize", dir]).output().expect("kubectl");
     assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
@@ -23,7 +23,7 @@ fn kustomize(dir: &str) -> String {
 
 /// `kubernetes-validate --strict`; CRDs (cert-manager, Prometheus Operator)
 /// have no schema there and are checked for their essentials here instead.
-fn validate(yaml: &str, name: &str) {
+pub(crate) fn validate(yaml: &str, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
@@ -43,7 +43,7 @@ fn validate(yaml: &str, name: &str) {
     assert!(!text.contains("ERROR") && !text.contains("FAIL"), "{name}: {text}");
 }
 
-fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
@@ -70,7 +70,7 @@ fn assert_hardened_container(c: &Value, pod_seccomp: bool, what: &str) {
     }
 }
 
-fn assert_hardened_pod(spec: &Value, what: &str) {
+pub(crate) fn assert_hardened_pod(spec: &Value, what: &str) {
     assert_eq!(spec["securityContext"]["runAsNonRoot"], Value::Bool(true), "{what}");
     assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{what}");
     assert_eq!(spec["automountServiceAccountToken"], Value::Bool(false), "{what}");
@@ -83,7 +83,7 @@ fn assert_hardened_pod(spec: &Value, what: &str) {
     assert_hardened_container(c, true, what);
 }
 
-fn assert_services(objects: &[Value], what: &str) {
+pub(crate) fn assert_services(objects: &[Value], what: &str) {
     for s in kind(objects, "Service") {
         let ports = s["spec"]["ports"].as_sequence().unwrap();
         let admin =
@@ -103,7 +103,7 @@ fn assert_services(objects: &[Value], what: &str) {
     assert_eq!(sm[0]["spec"]["endpoints"][0]["path"], "/metrics");
 }
 
-fn configmap_toml(objects: &[Value]) -> String {
+pub(crate) fn configmap_toml(objects: &[Value]) -> String {
     kind(objects, "ConfigMap")[0]["data"]["proxy.toml"].as_str().unwrap().to_string()
 }
 

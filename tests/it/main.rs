@@ -15,6 +15,7 @@ mod fuzz;
 mod hostile;
 mod limits;
 mod observability;
+mod openshift;
 mod props;
 mod ranges;
 mod tls;
