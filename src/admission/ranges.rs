@@ -256,12 +256,12 @@ impl Ranges {
         if self.mode == IpAllowMode::Off || self.contains(ip) {
             return true;
         }
-        static DENIED: crate::telemetry::throttle::Throttle = crate::telemetry::throttle::Throttle::new();
+        static DENIED: crate::telemetry::budget::Budget = crate::telemetry::budget::Budget::new();
         let enforce = self.mode == IpAllowMode::Enforce;
         if !enforce {
             self.would_deny.inc();
         }
-        if let Some(left_out) = DENIED.allow() {
+        if let Some(left_out) = DENIED.once_a_second() {
             if enforce {
                 tracing::warn!(client = %ip, left_out, "ip_allow: denied an address outside every source");
             } else {

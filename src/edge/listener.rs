@@ -29,8 +29,8 @@ use crate::edge::http::{self, ConnLimits, ConnService};
 use crate::edge::rewind::Rewind;
 use crate::edge::tls::{Accepted, Tls};
 use crate::net::ipset::IpSet;
+use crate::telemetry::budget::Budget;
 use crate::telemetry::metrics::{ConnectionGauge, Deny, Metrics};
-use crate::telemetry::throttle::Throttle;
 
 /// What the edge knows about a connection before any request.
 #[derive(Debug, Clone)]
@@ -181,7 +181,7 @@ where
                     Ok((named, rest)) => (named.map_or(peer.ip(), |a| a.ip()).to_canonical(), rest),
                     Err(e) => {
                         metrics.deny(Deny::ProxyProtocol);
-                        if let Some(left_out) = PROXY_REFUSED.allow() {
+                        if let Some(left_out) = PROXY_REFUSED.once_a_second() {
                             tracing::warn!(peer = %peer, left_out, "closing connection: {e}");
                         }
                         return;
@@ -193,7 +193,7 @@ where
         let max_per_ip = rules.max_per_ip().filter(|_| !rules.shared_address(client));
         let Some(_slot) = caps.admit(total, client, max_per_ip) else {
             metrics.deny(Deny::ConnLimit);
-            if let Some(left_out) = PER_IP_REFUSED.allow() {
+            if let Some(left_out) = PER_IP_REFUSED.once_a_second() {
                 tracing::warn!(client = %client, left_out, "closing connection: max_connections_per_ip reached");
             }
             return;
@@ -247,5 +247,5 @@ async fn accept(listener: &TcpListener, what: &'static str) -> Option<(TcpStream
     }
 }
 
-static PROXY_REFUSED: Throttle = Throttle::new();
-static PER_IP_REFUSED: Throttle = Throttle::new();
+static PROXY_REFUSED: Budget = Budget::new();
+static PER_IP_REFUSED: Budget = Budget::new();

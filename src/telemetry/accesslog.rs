@@ -18,12 +18,14 @@
 
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Version};
+
+use crate::telemetry::budget::Budget;
 
 /// Records the queue holds at most (about 400 bytes each).
 const QUEUE: usize = 4096;
@@ -105,7 +107,7 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 pub fn start(format: Format) -> std::io::Result<Guard> {
     let (tx, rx) = mpsc::sync_channel(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
-    let logger = Logger { tx: tx.clone(), denied: Budget::default(), dropped: Arc::clone(&dropped) };
+    let logger = Logger { tx: tx.clone(), denied: Budget::new(), dropped: Arc::clone(&dropped) };
     if LOGGER.set(logger).is_err() {
         return Err(std::io::Error::other("the log thread is already running"));
     }
@@ -145,31 +147,6 @@ pub fn submit(record: Record, denied_per_second: usize) {
         Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
             l.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// A per-second allowance shared by all request threads. Lock-free; at a
-/// second boundary a few requests may race, which only moves the count by
-/// those few.
-#[derive(Default)]
-struct Budget {
-    second: AtomicU64,
-    used: AtomicUsize,
-    left_out: AtomicU64,
-}
-
-impl Budget {
-    fn take(&self, per_second: usize) -> bool {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let second = self.second.load(Ordering::Relaxed);
-        if now != second && self.second.compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            self.used.store(0, Ordering::Relaxed);
-        }
-        if self.used.fetch_add(1, Ordering::Relaxed) < per_second {
-            return true;
-        }
-        self.left_out.fetch_add(1, Ordering::Relaxed);
-        false
     }
 }
 
@@ -248,7 +225,7 @@ fn report_left_out(out: &mut Vec<u8>, format: Format) {
     if LAST.load(Ordering::Relaxed) == now {
         return;
     }
-    let denied = l.denied.left_out.swap(0, Ordering::Relaxed);
+    let denied = l.denied.take_left_out();
     let dropped = l.dropped.swap(0, Ordering::Relaxed);
     if denied == 0 && dropped == 0 {
         return;
@@ -430,14 +407,5 @@ mod tests {
         format_record(&mut out, &record(&[b'a'; 300], ""), Format::Text);
         let line = String::from_utf8(out).expect("ascii");
         assert!(line.contains(&format!("uri={}... ", "a".repeat(TARGET_MAX))), "{line}");
-    }
-
-    #[test]
-    fn budget_allows_n_per_second() {
-        let b = Budget::default();
-        let allowed = (0..50).filter(|_| b.take(10)).count();
-        // A second boundary inside the loop may allow up to 10 more.
-        assert!((10..=20).contains(&allowed), "{allowed}");
-        assert_eq!(b.left_out.load(Ordering::Relaxed) as usize, 50 - allowed);
     }
 }
