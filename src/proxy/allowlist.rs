@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::ops::Index;
 
 use regex::Regex;
 
@@ -19,11 +20,49 @@ use crate::config::{
     is_namespace_segment, Config, IssuerConfig, IssuerKind, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN, RESERVED_NAMESPACES,
 };
 
+/// An issuer's place in `Config::issuers` (and so in `Snapshot::issuers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IssuerId(usize);
+
+/// A listed document's place in [`Routes::routes`] (and so in
+/// `Snapshot::docs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteId(usize);
+
+impl IssuerId {
+    /// Every issuer of `config`, in order.
+    pub fn all(config: &Config) -> impl Iterator<Item = IssuerId> {
+        (0..config.issuers.len()).map(IssuerId)
+    }
+}
+
+/// Typed indexing: an id indexes only the vectors it was made for.
+macro_rules! indexed_by {
+    ($id:ty => $($t:ty),+) => {$(
+        impl Index<$id> for Vec<$t> {
+            type Output = $t;
+            fn index(&self, id: $id) -> &$t {
+                &self[id.0]
+            }
+        }
+    )+};
+}
+indexed_by!(IssuerId => IssuerConfig, crate::proxy::state::IssuerRuntime);
+indexed_by!(RouteId => Route, crate::proxy::state::Doc);
+
+/// Two issuers claim one path on one host.
+#[derive(Debug, thiserror::Error)]
+#[error("issuers {first:?} and {second:?} both publish {path} on the same host")]
+pub struct Conflict {
+    pub first: String,
+    pub second: String,
+    pub path: Box<str>,
+}
+
 /// One allowlisted document.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Index into `Config::issuers`.
-    pub issuer: usize,
+    pub issuer: IssuerId,
     pub kind: DocKind,
     /// The public path, which is also the upstream path.
     pub path: Box<str>,
@@ -32,10 +71,10 @@ pub struct Route {
 /// What a request target resolved to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
-    /// A listed document: index into [`Routes::routes`].
-    Static(usize),
+    /// A listed document.
+    Static(RouteId),
     /// A document under a `*` namespace; `path` is the matched target.
-    Dynamic { issuer: usize, kind: DocKind, path: &'a str },
+    Dynamic { issuer: IssuerId, kind: DocKind, path: &'a str },
 }
 
 /// The allowlist, per host.
@@ -51,13 +90,13 @@ pub struct Routes {
 
 #[derive(Debug, Default)]
 struct Table {
-    exact: HashMap<Box<str>, usize>,
+    exact: HashMap<Box<str>, RouteId>,
     patterns: Vec<Pattern>,
 }
 
 #[derive(Debug)]
 struct Pattern {
-    issuer: usize,
+    issuer: IssuerId,
     /// Anchored; group 1 is the namespace prefix, group 2 the document.
     regex: Regex,
     /// Shown by `wif-proxy check`.
@@ -66,12 +105,12 @@ struct Pattern {
 
 impl Routes {
     /// Builds the allowlist; fails on two issuers claiming one path on one host.
-    pub fn build(config: &Config) -> Result<Routes, String> {
+    pub fn build(config: &Config) -> Result<Routes, Conflict> {
         let mut routes = Vec::new();
         let mut any_host = Table::default();
         let mut by_host: Vec<(Box<str>, Table)> = Vec::new();
         let mut wildcards = Vec::with_capacity(config.issuers.len());
-        for (idx, issuer) in config.issuers.iter().enumerate() {
+        for (idx, issuer) in IssuerId::all(config).zip(&config.issuers) {
             let first = routes.len();
             for (path, kind) in issuer_paths(issuer) {
                 routes.push(Route { issuer: idx, kind, path: path.into() });
@@ -91,13 +130,13 @@ impl Routes {
             for table in tables {
                 for (i, route) in routes.iter().enumerate().skip(first) {
                     if let Some(&other) = table.exact.get(&route.path) {
-                        let other = &config.issuers[routes[other].issuer].name;
-                        return Err(format!(
-                            "issuers {other:?} and {:?} both publish {} on the same host",
-                            issuer.name, route.path
-                        ));
+                        return Err(Conflict {
+                            first: config.issuers[routes[other].issuer].name.clone(),
+                            second: issuer.name.clone(),
+                            path: route.path.clone(),
+                        });
                     }
-                    table.exact.insert(route.path.clone(), i);
+                    table.exact.insert(route.path.clone(), RouteId(i));
                 }
                 if let Some(p) = &pattern {
                     table.patterns.push(Pattern { issuer: idx, regex: p.clone(), template: wildcard_template(issuer) });
@@ -108,8 +147,8 @@ impl Routes {
     }
 
     /// Whether `path` is a `*`-namespace document of issuer `issuer`.
-    pub fn wildcard_match(&self, issuer: usize, path: &str) -> Option<DocKind> {
-        let regex = self.wildcards.get(issuer)?.as_ref()?;
+    pub fn wildcard_match(&self, issuer: IssuerId, path: &str) -> Option<DocKind> {
+        let regex = self.wildcards.get(issuer.0)?.as_ref()?;
         match_wildcard(regex, path)
     }
 
@@ -132,8 +171,8 @@ impl Routes {
             let _ = writeln!(out, "{title}");
             let mut exact: Vec<_> = table.exact.iter().collect();
             exact.sort_by_key(|(path, _)| *path);
-            for (path, &i) in exact {
-                let r = &self.routes[i];
+            for (path, &id) in exact {
+                let r = &self.routes[id];
                 let issuer = &config.issuers[r.issuer];
                 let _ = writeln!(
                     out,
@@ -167,8 +206,8 @@ impl Routes {
 
 impl Table {
     fn find<'a>(&self, target: &'a str) -> Option<Lookup<'a>> {
-        if let Some(&i) = self.exact.get(target) {
-            return Some(Lookup::Static(i));
+        if let Some(&id) = self.exact.get(target) {
+            return Some(Lookup::Static(id));
         }
         for p in &self.patterns {
             if let Some(kind) = match_wildcard(&p.regex, target) {
@@ -265,7 +304,7 @@ mod tests {
     fn wildcard_is_strict() {
         let (_, r) = routes("[[issuer]]\nname=\"v\"\nkind=\"vault-plugin-wif\"\nupstream=\"http://127.0.0.1:8200\"\nnamespaces=[\"*\"]\n");
         let t = "/v1/x/y-z/identity/oidc/plugins/.well-known/keys";
-        assert_eq!(r.lookup(None, t), Some(Lookup::Dynamic { issuer: 0, kind: DocKind::Keys, path: t }));
+        assert_eq!(r.lookup(None, t), Some(Lookup::Dynamic { issuer: IssuerId(0), kind: DocKind::Keys, path: t }));
         assert!(r.lookup(None, "/v1/identity/oidc/plugins/.well-known/openid-configuration").is_some());
         for miss in [
             "/v1/sys/identity/oidc/plugins/.well-known/keys",
@@ -287,9 +326,9 @@ mod tests {
              [[issuer]]\nname=\"b\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:2\"\nhosts=[\"b.example.com\"]\n",
         );
         let Some(Lookup::Static(i)) = r.lookup(Some("a.EXAMPLE.com"), "/keys") else { panic!("a") };
-        assert_eq!(r.routes[i].issuer, 0);
+        assert_eq!(r.routes[i].issuer, IssuerId(0));
         let Some(Lookup::Static(i)) = r.lookup(Some("b.example.com"), "/keys") else { panic!("b") };
-        assert_eq!(r.routes[i].issuer, 1);
+        assert_eq!(r.routes[i].issuer, IssuerId(1));
         assert_eq!(r.lookup(Some("c.example.com"), "/keys"), None);
         assert_eq!(r.lookup(None, "/keys"), None);
     }
@@ -298,7 +337,7 @@ mod tests {
     fn conflicts_are_errors() {
         let text = "[server]\npublic_url = \"https://w.example\"\n[[issuer]]\nname=\"a\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:1\"\n[[issuer]]\nname=\"b\"\nkind=\"spire\"\nupstream=\"http://127.0.0.1:2\"\n";
         let c = Config::parse(Path::new("t.toml"), text).expect("config");
-        assert!(Routes::build(&c).unwrap_err().contains("both publish /.well-known/openid-configuration"));
+        assert!(Routes::build(&c).unwrap_err().to_string().contains("both publish /.well-known/openid-configuration"));
     }
 
     #[test]

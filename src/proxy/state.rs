@@ -21,7 +21,7 @@ use crate::documents::catalog::{self, DocKind};
 use crate::documents::persist::Persist;
 use crate::documents::upstream::Upstream;
 use crate::edge::tls::Tls;
-use crate::proxy::allowlist::{Lookup, Routes};
+use crate::proxy::allowlist::{IssuerId, Lookup, Routes};
 use crate::telemetry::metrics::Metrics;
 
 /// A served document: its cache slot and where it comes from.
@@ -29,7 +29,7 @@ use crate::telemetry::metrics::Metrics;
 pub struct Doc {
     pub slot: Arc<Slot>,
     pub source: Arc<Source>,
-    pub issuer: usize,
+    pub issuer: IssuerId,
     pub kind: DocKind,
     /// The `namespace` metric label: the Vault namespace (`root` for the
     /// root), with `/provider/<name>` for OIDC providers; the path otherwise.
@@ -51,7 +51,7 @@ pub struct Snapshot {
     pub config: Config,
     pub routes: Routes,
     pub issuers: Vec<IssuerRuntime>,
-    /// Parallel to `routes.routes`.
+    /// Parallel to `routes.routes`: indexed by the same [`RouteId`](crate::proxy::allowlist::RouteId).
     pub docs: Vec<Doc>,
     pub dynamic: DynamicDocs,
     pub policy: Policy,
@@ -83,7 +83,7 @@ impl Snapshot {
         metrics: &Arc<Metrics>,
     ) -> Result<Snapshot, LoadError> {
         let err = |message: String| LoadError::Build { path: config.source.display().to_string(), message };
-        let routes = Routes::build(&config).map_err(err)?;
+        let routes = Routes::build(&config).map_err(|e| err(e.to_string()))?;
         let persist = match &config.cache.dir {
             Some(dir) => match previous.and_then(|p| p.persist.as_ref()).filter(|p| p.dir() == dir.as_path()) {
                 Some(p) => Some(Arc::clone(p)),
@@ -160,12 +160,12 @@ impl Snapshot {
     }
 
     /// The wildcard issuer that would serve `key`, if any.
-    fn wildcard_owner(&self, key: &SlotKey) -> Option<(usize, DocKind)> {
-        self.issuers.iter().enumerate().find_map(|(i, ir)| {
-            if *key != slot_key(&ir.config, &key.path) {
+    fn wildcard_owner(&self, key: &SlotKey) -> Option<(IssuerId, DocKind)> {
+        IssuerId::all(&self.config).find_map(|id| {
+            if *key != slot_key(&self.issuers[id].config, &key.path) {
                 return None;
             }
-            self.routes.wildcard_match(i, &key.path).map(|kind| (i, kind))
+            self.routes.wildcard_match(id, &key.path).map(|kind| (id, kind))
         })
     }
 
@@ -284,7 +284,7 @@ impl DynamicDocs {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get_or_insert(&self, snap: &Snapshot, issuer: usize, kind: DocKind, path: &str) -> Option<Doc> {
+    fn get_or_insert(&self, snap: &Snapshot, issuer: IssuerId, kind: DocKind, path: &str) -> Option<Doc> {
         if let Some(d) = self.lock().get(path) {
             return Some(d.clone());
         }
@@ -292,7 +292,7 @@ impl DynamicDocs {
         self.insert_slot(snap, issuer, kind, Arc::new(Slot::new(key)))
     }
 
-    fn insert_slot(&self, snap: &Snapshot, issuer: usize, kind: DocKind, slot: Arc<Slot>) -> Option<Doc> {
+    fn insert_slot(&self, snap: &Snapshot, issuer: IssuerId, kind: DocKind, slot: Arc<Slot>) -> Option<Doc> {
         let mut map = self.lock();
         if let Some(d) = map.get(&*slot.key.path) {
             return Some(d.clone());
