@@ -8,6 +8,8 @@
 //! arrive) → [`proxy`] (the running state and the request path) →
 //! [`server`] (the listeners put together). See docs/architecture.md.
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod config;
 pub mod documents;

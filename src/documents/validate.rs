@@ -36,7 +36,8 @@ pub fn validate(kind: DocKind, body: &[u8]) -> Result<Facts, String> {
     }
     match kind {
         DocKind::Discovery => {
-            let d: Discovery = serde_json::from_slice(body).map_err(|e| format!("invalid discovery document: {e}"))?;
+            let d: Discovery<'_> =
+                serde_json::from_slice(body).map_err(|e| format!("invalid discovery document: {e}"))?;
             Ok(Facts::Discovery { issuer: d.issuer.into_owned(), jwks_uri: d.jwks_uri.into_owned() })
         }
         DocKind::Keys => {

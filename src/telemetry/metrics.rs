@@ -128,7 +128,7 @@ fn latency_bound(i: usize) -> f64 {
 }
 
 impl EncodeMetric for LatencyHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let mut buckets = [(0.0, 0u64); LATENCY_BUCKETS + 1];
         let mut count = 0;
         for (i, (slot, bucket)) in buckets.iter_mut().zip(&self.0.buckets).enumerate() {
