@@ -15,7 +15,6 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::edge::clientip;
 use crate::net::ipset::{self, IpSet};
 
 /// Vault path segments that can never be namespace names.
@@ -99,12 +98,20 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-/// Where client addresses come from (see [`clientip`]).
+/// Where client addresses come from (see `edge::clientip`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIpConfig {
-    pub source: clientip::Source,
+    pub source: ClientIpSource,
     pub trusted_proxies: IpSet,
     pub proxy_protocol_timeout: Duration,
+}
+
+/// Which address is the client's: `client_ip.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpSource {
+    Peer,
+    ProxyProtocol,
+    XForwardedFor,
 }
 
 /// Request rate limits (see `ratelimit`).
@@ -917,11 +924,11 @@ impl Cx<'_> {
 
     fn client_ip(&self, r: RawClientIp) -> Result<ClientIpConfig, ConfigError> {
         let source = match &r.source {
-            None => clientip::Source::Peer,
+            None => ClientIpSource::Peer,
             Some(v) => match v.get_ref().as_str() {
-                "peer" => clientip::Source::Peer,
-                "proxy_protocol" => clientip::Source::ProxyProtocol,
-                "x_forwarded_for" => clientip::Source::XForwardedFor,
+                "peer" => ClientIpSource::Peer,
+                "proxy_protocol" => ClientIpSource::ProxyProtocol,
+                "x_forwarded_for" => ClientIpSource::XForwardedFor,
                 _ => {
                     return Err(self.invalid(
                         "client_ip.source",
@@ -932,7 +939,7 @@ impl Cx<'_> {
             },
         };
         let trusted = self.nets("client_ip.trusted_proxies", &r.trusted_proxies)?;
-        if source != clientip::Source::Peer && trusted.is_empty() {
+        if source != ClientIpSource::Peer && trusted.is_empty() {
             let v = r.source.as_ref().expect("set when not peer");
             return Err(self.invalid(
                 "client_ip.source",
