@@ -56,6 +56,8 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_NAMESPACE_DEPTH: usize = 8;
 /// Longest DNS name (RFC 1035: 255 octets on the wire, 253 written).
 pub const MAX_DNS_NAME_LEN: usize = 253;
+/// Longest DNS label (RFC 1035).
+pub const MAX_DNS_LABEL_LEN: usize = 63;
 /// Longest `custom` public path: far beyond any real document path.
 pub const MAX_CUSTOM_PATH_BYTES: usize = 1024;
 

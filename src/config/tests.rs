@@ -144,14 +144,21 @@ fn messages_between_settings() {
 }
 
 #[test]
-fn names_and_dns_names() {
+fn one_name_rule_for_issuers_and_sources() {
     let issuer = error(&MIN.replace("name = \"v\"", "name = \"v.1\""));
     assert!(issuer.ends_with("issuer[0].name = \"v.1\": must be 1-64 characters of A-Z a-z 0-9 - _"), "{issuer}");
+    let source = error(&format!("[[ip_allow.source]]\nname = \"a b\"\ncidrs = []\n{MIN}"));
+    assert!(
+        source.ends_with("ip_allow.source[0].name = \"a b\": must be 1-64 characters of A-Z a-z 0-9 - _"),
+        "{source}"
+    );
+}
+
+#[test]
+fn one_dns_name_rule_for_hosts_and_acme_domains() {
     let host = |h: &str| parse(&format!("{MIN}hosts = [\"{h}\"]\n"));
     assert_eq!(host("Wif.Example.COM").expect("valid").issuers[0].hosts, vec!["wif.example.com"]);
     assert!(host("wif").is_ok(), "a host needs no dot");
-    let e = host("a.example:443").expect_err("no port").to_string();
-    assert!(e.ends_with("a host is a DNS name (letters, digits, '-', '.'), without port or scheme"), "{e}");
     let acme =
         |d: &str| parse(&format!("[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"{d}\"]\ncache_dir = \"c\"\n{MIN}"));
     assert_eq!(acme("WIF.example.com").expect("valid").tls.acme.expect("acme").domains, vec!["wif.example.com"]);
@@ -160,6 +167,11 @@ fn names_and_dns_names() {
         e.ends_with("tls.acme.domains[0] = \"wif\": a fully qualified DNS name such as \"wif.example.com\""),
         "{e}"
     );
+    for bad in ["a..example", "-a.example", "a_b.example", "a.example:443", "*.example.com"] {
+        let e = host(bad).expect_err(bad).to_string();
+        assert!(e.contains("a host is a DNS name"), "{e}");
+        assert!(acme(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -184,4 +196,28 @@ fn relative_paths_are_relative_to_the_file() {
     assert_eq!(c.cache.dir.as_deref(), Some(Path::new("/etc/wif/cache")));
     let e = error(&format!("[cache]\ndir = \" \"\n{MIN}"));
     assert!(e.ends_with("cache.dir = \" \": must not be empty"), "{e}");
+}
+
+#[test]
+fn fetched_urls_are_https_but_range_mirrors_may_be_local() {
+    let source = |url: &str| {
+        parse(&format!(
+            "[ip_allow]\nstate_dir = \"s\"\n[[ip_allow.source]]\nname = \"s\"\nformat = \"cidrs\"\nurl = \"{url}\"\n{MIN}"
+        ))
+    };
+    assert!(source("https://ranges.example.com/r").is_ok());
+    assert!(source("http://127.0.0.1:8000/r").is_ok() && source("http://[::1]/r").is_ok());
+    let e = source("http://ranges.example.com/r").expect_err("plain http").to_string();
+    assert!(e.ends_with("must be an https URL (plain http only to a loopback address)"), "{e}");
+    let directory = |url: &str| {
+        parse(&format!(
+            "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"a.example\"]\ncache_dir = \"c\"\ndirectory = \"{url}\"\n{MIN}"
+        ))
+    };
+    assert_eq!(
+        directory("letsencrypt-staging").expect("valid").tls.acme.expect("acme").directory,
+        LETS_ENCRYPT_STAGING
+    );
+    assert!(directory("https://127.0.0.1:14000/dir").is_ok());
+    assert!(directory("http://127.0.0.1:14000/dir").is_err(), "the ACME directory is https, even on loopback");
 }

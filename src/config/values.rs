@@ -18,7 +18,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::context::Cx;
-use super::defaults::{Int, Interval, MAX_CUSTOM_PATH_BYTES, MAX_DNS_NAME_LEN, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN};
+use super::defaults::{
+    Int, Interval, MAX_CUSTOM_PATH_BYTES, MAX_DNS_LABEL_LEN, MAX_DNS_NAME_LEN, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN,
+};
 use super::file::{Number, Text};
 use super::keyword::Keyword;
 use super::{ConfigError, CustomPathError, NamespaceError, UpstreamUrl};
@@ -102,16 +104,18 @@ impl Cx<'_> {
         v.as_ref().filter(|v| !v.get_ref().is_empty()).map(|v| self.path(field, v)).transpose()
     }
 
-    /// A URL the proxy fetches: https, or plain http to a loopback address
-    /// (local mirrors and tests).
-    pub(super) fn url(&self, field: &str, v: &Text) -> Result<String, ConfigError> {
+    /// A URL the proxy fetches: https, or plain http where `plain` allows.
+    pub(super) fn url(&self, field: &str, v: &Text, plain: PlainHttp) -> Result<String, ConfigError> {
         let uri: http::Uri = v.get_ref().parse().map_err(|_| self.invalid(field, v, "not a URL"))?;
         let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
         let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        match uri.scheme_str() {
-            Some("https") => Ok(v.get_ref().clone()),
-            Some("http") if loopback => Ok(v.get_ref().clone()),
-            _ => Err(self.invalid(field, v, "must be an https URL (plain http only to a loopback address)")),
+        match (uri.scheme_str(), plain) {
+            (Some("https"), _) => Ok(v.get_ref().clone()),
+            (Some("http"), PlainHttp::ToLoopback) if loopback => Ok(v.get_ref().clone()),
+            (_, PlainHttp::ToLoopback) => {
+                Err(self.invalid(field, v, "must be an https URL (plain http only to a loopback address)"))
+            }
+            (_, PlainHttp::Never) => Err(self.invalid(field, v, "must be an https URL")),
         }
     }
 
@@ -191,15 +195,10 @@ impl Cx<'_> {
         Ok(v.get_ref().clone())
     }
 
-    /// A host the proxy answers for: letters, digits, `-` and `.`, lower-cased.
+    /// A host the proxy answers for: a DNS name, lower-cased.
     pub(super) fn host(&self, field: &str, v: &Text) -> Result<String, ConfigError> {
         let host = v.get_ref().to_ascii_lowercase();
-        let ok = !host.is_empty()
-            && host.len() <= MAX_DNS_NAME_LEN
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            && !host.starts_with('.')
-            && !host.ends_with('.');
-        if !ok {
+        if !is_dns_name(&host) {
             return Err(self.invalid(
                 field,
                 v,
@@ -209,15 +208,11 @@ impl Cx<'_> {
         Ok(host)
     }
 
-    /// A name a certificate is issued for: with at least one dot, lower-cased.
+    /// A name a certificate is issued for: a DNS name with at least one
+    /// dot, lower-cased.
     pub(super) fn fqdn(&self, field: &str, v: &Text) -> Result<String, ConfigError> {
         let name = v.get_ref().to_ascii_lowercase();
-        let ok = !name.is_empty()
-            && name.contains('.')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            && !name.starts_with(['.', '-'])
-            && !name.ends_with('.');
-        if !ok {
+        if !(name.contains('.') && is_dns_name(&name)) {
             return Err(self.invalid(field, v, "a fully qualified DNS name such as \"wif.example.com\""));
         }
         Ok(name)
@@ -230,6 +225,15 @@ impl Cx<'_> {
     }
 }
 
+/// Where a fetched URL may be plain http.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PlainHttp {
+    /// Nowhere: https only.
+    Never,
+    /// To a loopback address (local mirrors and tests), nowhere else.
+    ToLoopback,
+}
+
 /// A name: 1 to [`MAX_NAME_LEN`] characters of `A-Z a-z 0-9 - _`.
 pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -239,6 +243,20 @@ pub(super) fn is_name(s: &str) -> bool {
 /// provider names): no leading, trailing or double dot.
 pub(super) fn is_dotted_name(s: &str) -> bool {
     s.len() <= MAX_NAME_LEN && s.split('.').all(is_name)
+}
+
+/// A lower-case DNS name (RFC 1123): at most [`MAX_DNS_NAME_LEN`] bytes of
+/// dot-separated labels, each 1 to [`MAX_DNS_LABEL_LEN`] of `a-z 0-9 -`,
+/// neither starting nor ending with `-`. No trailing dot, no wildcard.
+pub(super) fn is_dns_name(s: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= MAX_DNS_LABEL_LEN
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    s.len() <= MAX_DNS_NAME_LEN && s.split('.').all(label)
 }
 
 /// Splits `http(s)://authority` into (is_https, authority); `None` when it has
@@ -392,5 +410,18 @@ mod tests {
             assert!(!is_dotted_name(bad), "{bad}");
         }
         assert!(is_namespace_segment("a_") && !is_namespace_segment("_a") && !is_namespace_segment(""));
+    }
+
+    #[test]
+    fn dns_names() {
+        for good in ["wif", "wif.example.com", "a-b.example", "1.example", &format!("{}.com", "a".repeat(63))] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".");
+        assert_eq!(long.len(), 254);
+        for bad in ["", ".a", "a.", "a..b", "-a.com", "a-.com", "a_b.com", "A.com", "*.a.com", "a:80", &long] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+        assert!(is_dns_name(&long[1..]));
     }
 }

@@ -4,6 +4,7 @@ use crate::config::context::Cx;
 use crate::config::defaults::*;
 use crate::config::file::{RawIpAllow, RawRangeSource, Text};
 use crate::config::keyword::Keyword;
+use crate::config::values::PlainHttp;
 use crate::config::{ConfigError, IpAllowConfig, IpAllowMode, RangeFormat, RangeLocation, RangeSourceConfig};
 
 /// `[ip_allow]`: a mode other than `off` needs a source, and URL sources
@@ -43,16 +44,13 @@ fn range_source(
     earlier: &[RangeSourceConfig],
 ) -> Result<RangeSourceConfig, ConfigError> {
     let f = |name: &str| format!("ip_allow.source[{i}].{name}");
-    let name = src.name.get_ref().clone();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(cx.invalid(&f("name"), &src.name, "must be 1 or more of A-Z a-z 0-9 - _"));
-    }
+    let name = cx.name(&f("name"), &src.name)?;
     if earlier.iter().any(|o| o.name == name) {
         return Err(cx.invalid(&f("name"), &src.name, "another source already has this name"));
     }
     let location = match (&src.file, &src.url, &src.cidrs) {
         (Some(file), None, None) => RangeLocation::File(cx.path(&f("file"), file)?),
-        (None, Some(url), None) => RangeLocation::Url(cx.url(&f("url"), url)?),
+        (None, Some(url), None) => RangeLocation::Url(cx.url(&f("url"), url, PlainHttp::ToLoopback)?),
         (None, None, Some(list)) => RangeLocation::Inline(cx.nets(&f("cidrs"), list)?),
         _ => return Err(cx.invalid(&f("name"), &src.name, "a source has exactly one of file, url or cidrs")),
     };

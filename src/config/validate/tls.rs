@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use crate::config::context::Cx;
 use crate::config::defaults::*;
 use crate::config::file::{RawAcme, RawTls};
+use crate::config::values::PlainHttp;
 use crate::config::{AcmeChallenge, AcmeSettings, CertificateFiles, ConfigError, ServerConfig, TlsConfig, TlsMode};
 
 /// `[tls]`: `files` needs certificates, `acme` needs `[tls.acme]`, and the
@@ -76,13 +77,10 @@ fn acme(cx: &Cx, a: &RawAcme, http_listen: Option<SocketAddr>) -> Result<AcmeSet
         None => ACME_DIRECTORY.to_string(),
         Some(v) => match ACME_DIRECTORY_NAMES.iter().find(|(name, _)| name == v.get_ref()) {
             Some((_, url)) => url.to_string(),
-            None if v.get_ref().starts_with("https://") && v.get_ref().parse::<http::Uri>().is_ok() => {
-                v.get_ref().clone()
-            }
-            None => {
+            None => cx.url("tls.acme.directory", v, PlainHttp::Never).map_err(|_| {
                 let names: Vec<&str> = ACME_DIRECTORY_NAMES.iter().map(|(name, _)| *name).collect();
-                return Err(cx.invalid("tls.acme.directory", v, format!("{} or an https URL", names.join(", "))));
-            }
+                cx.invalid("tls.acme.directory", v, format!("{} or an https URL", names.join(", ")))
+            })?,
         },
     };
     let challenge = cx.keyword("tls.acme.challenge", &a.challenge, ACME_CHALLENGE)?;
