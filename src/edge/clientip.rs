@@ -26,13 +26,8 @@ use crate::net::ipset::IpSet;
 /// Longest PROXY header we read (v1 is at most 107 bytes; v2 carries TLVs).
 const MAX_PROXY_HEADER: usize = 4096;
 
-/// Where the client address comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Peer,
-    ProxyProtocol,
-    XForwardedFor,
-}
+/// Where the client address comes from (a configuration value, `client_ip.source`).
+pub use crate::config::ClientIpSource as Source;
 
 /// Why a PROXY header was refused.
 #[derive(Debug, thiserror::Error)]

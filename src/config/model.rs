@@ -1,0 +1,403 @@
+//! What a configuration means: the validated, immutable types the rest of
+//! the proxy reads. Every value here is defaulted, typed and checked (see
+//! `validate`), so no reader ever has to wonder whether it is sane. Relative
+//! paths are already resolved against the configuration file's folder.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::keyword::Keyword;
+use crate::net::ipset::IpSet;
+
+/// A validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (for messages and reloads).
+    pub source: PathBuf,
+    /// `[server]`: listeners, the public origin, connection limits.
+    pub server: ServerConfig,
+    /// `[cache]`: how long documents are fresh, stale and remembered.
+    pub cache: CacheConfig,
+    /// `[log]`: the access log.
+    pub log: LogConfig,
+    /// `[client_ip]`: where the client address comes from.
+    pub client_ip: ClientIpConfig,
+    /// `[rate_limit]`: request budgets.
+    pub rate_limit: RateLimitConfig,
+    /// `[ip_allow]`: the source-address allowlist.
+    pub ip_allow: IpAllowConfig,
+    /// `[tls]`: TLS on the public listener.
+    pub tls: TlsConfig,
+    /// `[[issuer]]`: what is published, in file order (at least one).
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// The public and admin listeners and what a connection may cost.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The public listener.
+    pub listen: SocketAddr,
+    /// Metrics, health and readiness; never the same as `listen`.
+    pub admin_listen: SocketAddr,
+    /// Origin (`scheme://host[:port]`, no path, no trailing slash) the cloud
+    /// providers use to reach this proxy.
+    pub public_url: String,
+    /// Open connections on the public listener.
+    pub max_connections: usize,
+    /// A request head must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// How long in-flight requests may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Upper bound on request header bytes (HTTP/1 read buffer, h2 header list).
+    pub max_header_bytes: usize,
+    /// Upper bound on the number of request headers (HTTP/1).
+    pub max_headers: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Open connections allowed per client address.
+    pub max_connections_per_ip: usize,
+}
+
+/// How long documents are kept and served.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Shortest freshness, whatever the issuer's Cache-Control says.
+    pub min_ttl: Duration,
+    /// Longest freshness (never less than `min_ttl`).
+    pub max_ttl: Duration,
+    /// How long past freshness a document stands in for a failing issuer.
+    pub max_stale: Duration,
+    /// How long an issuer's 404 is remembered.
+    pub negative_ttl: Duration,
+    /// Where documents are persisted across restarts; `None`: memory only.
+    pub dir: Option<PathBuf>,
+    /// Bound on cache entries created for `*`-namespace documents.
+    pub max_dynamic_entries: usize,
+}
+
+/// The access log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// One line per request on the `access` target.
+    pub access: bool,
+    /// At most this many access-log lines a second for requests the proxy
+    /// denied (the rest are counted and reported in one summary line), so a
+    /// flood of hostile requests cannot become a logging storm. 0 = none.
+    pub denied_lines_per_second: usize,
+}
+
+/// Where client addresses come from (see `edge::clientip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIpConfig {
+    /// Which address counts as the client's.
+    pub source: ClientIpSource,
+    /// Peers allowed to name the client (PROXY header, X-Forwarded-For).
+    pub trusted_proxies: IpSet,
+    /// A PROXY header must arrive within this.
+    pub proxy_protocol_timeout: Duration,
+}
+
+/// Which address is the client's: `client_ip.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIpSource {
+    /// The TCP peer.
+    Peer,
+    /// The PROXY protocol header (v1 or v2) a trusted load balancer sends.
+    ProxyProtocol,
+    /// `X-Forwarded-For` from a trusted peer: its right-most address that
+    /// is not itself a trusted proxy.
+    XForwardedFor,
+}
+
+impl Keyword for ClientIpSource {}
+
+/// Request rate limits (see `admission::ratelimit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Off only for benchmarks and trusted networks.
+    pub enabled: bool,
+    /// Sustained requests per second per client address (IPv6: per prefix).
+    pub per_client: u32,
+    /// Requests a client may send at once before the sustained rate applies.
+    pub per_client_burst: u32,
+    /// Sustained requests per second for all clients together.
+    pub global: u32,
+    /// Requests all clients together may send at once.
+    pub global_burst: u32,
+    /// IPv6 clients share a budget per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// Addresses no limit applies to.
+    pub exempt: IpSet,
+    /// Bound on tracked client addresses; beyond it new ones share a bucket.
+    pub max_clients: usize,
+}
+
+/// What the source-address allowlist does: `ip_allow.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpAllowMode {
+    /// Every address may ask.
+    Off,
+    /// Log and count what would be denied, deny nothing.
+    Report,
+    /// Deny every address outside the sources.
+    Enforce,
+}
+
+impl Keyword for IpAllowMode {}
+
+/// The source-address allowlist (see `admission::ranges`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpAllowConfig {
+    /// Off, report or enforce.
+    pub mode: IpAllowMode,
+    /// How often URL sources are fetched again.
+    pub refresh: Duration,
+    /// Where fetched URL sources are kept (last good copy).
+    pub state_dir: Option<PathBuf>,
+    /// The ranges, by source (at least one unless `mode` is off).
+    pub sources: Vec<RangeSourceConfig>,
+}
+
+/// The published range formats wif-proxy reads: `ip_allow.source.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeFormat {
+    /// One CIDR or address per line, `#` comments (Cloudflare's lists).
+    Cidrs,
+    /// AWS `ip-ranges.json`.
+    Aws,
+    /// GCP `cloud.json`.
+    Gcp,
+    /// Google `goog.json`.
+    Goog,
+    /// Azure Service Tags JSON.
+    Azure,
+    /// Oracle `public_ip_ranges.json`.
+    Oracle,
+}
+
+impl Keyword for RangeFormat {
+    const LEAD: &'static str = "unknown format; ";
+}
+
+impl RangeFormat {
+    /// The word the configuration file uses for this format.
+    pub fn as_str(self) -> &'static str {
+        self.word()
+    }
+}
+
+/// One source of allowed ranges: `[[ip_allow.source]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSourceConfig {
+    /// Unique among sources; named in verdicts and metrics.
+    pub name: String,
+    /// How the data is read.
+    pub format: RangeFormat,
+    /// Where the data lives.
+    pub location: RangeLocation,
+    /// AWS `service` values (e.g. `EC2`, `AMAZON`); empty = all.
+    pub services: Vec<String>,
+    /// AWS or Oracle regions; empty = all.
+    pub regions: Vec<String>,
+    /// GCP scopes; empty = all.
+    pub scopes: Vec<String>,
+    /// Azure service tag names (`AzureActiveDirectory`, `AzureCloud.westeurope`)
+    /// or Oracle tags (`OCI`); empty = all.
+    pub tags: Vec<String>,
+}
+
+impl RangeSourceConfig {
+    /// A source without filters whose data is handed to `ranges::parse`
+    /// directly (benchmarks, tests, tools).
+    pub fn unfiltered(name: &str, format: RangeFormat) -> RangeSourceConfig {
+        RangeSourceConfig {
+            name: name.to_string(),
+            format,
+            location: RangeLocation::Inline(Vec::new()),
+            services: Vec::new(),
+            regions: Vec::new(),
+            scopes: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// Where a range source's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeLocation {
+    /// A local file, read at start and on reload.
+    File(PathBuf),
+    /// An https URL (or http to loopback), fetched every `refresh`.
+    Url(String),
+    /// `cidrs = [...]` in the file itself.
+    Inline(Vec<IpNet>),
+}
+
+/// TLS on the public listener (see `edge::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Off, certificate files or ACME.
+    pub mode: TlsMode,
+    /// A connection must finish its TLS handshake within this.
+    pub handshake_timeout: Duration,
+    /// `Strict-Transport-Security` value on TLS responses; `None` to omit.
+    pub hsts: Option<String>,
+    /// Optional plain-HTTP listener: ACME HTTP-01, redirects for allowlisted paths.
+    pub http_listen: Option<SocketAddr>,
+    /// `files` mode: certificate chains and keys; hosts come from their SANs.
+    pub certificates: Vec<CertificateFiles>,
+    /// How often certificate files are checked for changes.
+    pub reload_interval: Duration,
+    /// `acme` mode settings.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Where certificates come from: `tls.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain HTTP (TLS terminated in front of the proxy, or a test).
+    Off,
+    /// `[[tls.certificate]]` files, reloaded when they change.
+    Files,
+    /// Certificates obtained and renewed over ACME.
+    Acme,
+}
+
+impl Keyword for TlsMode {}
+
+/// One certificate chain and its key: `[[tls.certificate]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// How the ACME CA validates control of a domain: `tls.acme.challenge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// On the TLS port itself.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// On port 80 (`tls.http_listen`).
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+impl Keyword for AcmeChallenge {}
+
+/// `[tls.acme]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// One certificate per domain (SNI picks it).
+    pub domains: Vec<String>,
+    /// `mailto:` URIs.
+    pub contact: Vec<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Extra trust root for the directory (Pebble, step-ca).
+    pub directory_ca: Option<PathBuf>,
+    /// Account and certificates, written atomically with mode 0600.
+    pub cache_dir: PathBuf,
+    /// TLS-ALPN-01 or HTTP-01.
+    pub challenge: AcmeChallenge,
+}
+
+/// What kind of issuer sits behind the proxy; decides the public path set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuerKind {
+    /// Vault's plugin workload identity (`identity/oidc/plugins`).
+    VaultPluginWif,
+    /// Vault identity tokens (`identity/oidc`).
+    VaultIdentity,
+    /// Vault OIDC providers (`identity/oidc/provider/<name>`).
+    VaultOidcProvider,
+    /// A SPIRE OIDC discovery provider.
+    Spire,
+    /// Any issuer, with its exact public paths listed.
+    Custom,
+}
+
+impl Keyword for IssuerKind {
+    const LEAD: &'static str = "unknown kind; ";
+}
+
+impl IssuerKind {
+    /// The word the configuration file uses for this kind.
+    pub fn as_str(self) -> &'static str {
+        self.word()
+    }
+
+    /// Whether this kind publishes per Vault namespace.
+    pub fn is_vault(self) -> bool {
+        matches!(self, Self::VaultPluginWif | Self::VaultIdentity | Self::VaultOidcProvider)
+    }
+}
+
+/// Which Vault namespaces an issuer publishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// Explicit namespaces, `""` for root, else `a` or `a/b` (no slashes at the ends).
+    pub listed: Vec<String>,
+    /// `"*"`: any valid namespace (root included), matched per request.
+    pub wildcard: bool,
+}
+
+/// One issuer and how it is reached: `[[issuer]]`.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Unique among issuers; named in metrics and logs.
+    pub name: String,
+    /// Decides the public paths.
+    pub kind: IssuerKind,
+    /// Where documents are fetched from.
+    pub upstream: UpstreamUrl,
+    /// Vault kinds: which namespaces are published.
+    pub namespaces: Namespaces,
+    /// `vault-oidc-provider`: the provider names published.
+    pub providers: Vec<String>,
+    /// `custom`: the exact public paths.
+    pub paths: Vec<String>,
+    /// Lower-cased host names; empty means "every host".
+    pub hosts: Vec<String>,
+    /// Origin this issuer is published under (defaults to `server.public_url`).
+    pub public_url: String,
+    /// Extra trust root for an https upstream.
+    pub upstream_ca: Option<PathBuf>,
+    /// Client certificate for an https upstream (with `upstream_client_key`).
+    pub upstream_client_cert: Option<PathBuf>,
+    /// Key of `upstream_client_cert`.
+    pub upstream_client_key: Option<PathBuf>,
+    /// Connecting to the upstream must take no longer.
+    pub upstream_connect_timeout: Duration,
+    /// A whole fetch must take no longer.
+    pub upstream_timeout: Duration,
+    /// Larger documents are refused.
+    pub max_document_bytes: usize,
+    /// Refuse to serve a discovery document whose `issuer`/`jwks_uri` do not
+    /// match what this proxy publishes.
+    pub strict_issuer: bool,
+}
+
+/// An upstream origin: `http(s)://host[:port]`, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// Whether the upstream speaks TLS.
+    pub https: bool,
+    /// `host:port` or `host` exactly as written (used as the Host header).
+    pub authority: String,
+    /// `scheme://authority`, the prefix requests are built on.
+    pub origin: String,
+}
