@@ -22,7 +22,7 @@ pub(super) type Text = Spanned<String>;
 pub(super) type Number = Spanned<i64>;
 
 /// Parses the whole file, or says on which line it is not what it may be.
-pub(super) fn read(cx: &Cx) -> Result<RawConfig, ConfigError> {
+pub(super) fn read(cx: &Cx<'_>) -> Result<RawConfig, ConfigError> {
     toml::from_str(cx.text).map_err(|e| cx.syntax(e.span().map(|s| s.start), e.message()))
 }
 

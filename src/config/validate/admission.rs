@@ -9,7 +9,7 @@ use crate::net::ipset::IpSet;
 
 /// `[client_ip]`: any source but the TCP peer needs the proxies trusted to
 /// name the client.
-pub(super) fn client_ip(cx: &Cx, r: RawClientIp) -> Result<ClientIpConfig, ConfigError> {
+pub(super) fn client_ip(cx: &Cx<'_>, r: RawClientIp) -> Result<ClientIpConfig, ConfigError> {
     let source = cx.keyword("client_ip.source", &r.source, CLIENT_IP_SOURCE)?;
     let trusted = cx.nets("client_ip.trusted_proxies", &r.trusted_proxies)?;
     if source != ClientIpSource::Peer && trusted.is_empty() {
@@ -31,7 +31,7 @@ pub(super) fn client_ip(cx: &Cx, r: RawClientIp) -> Result<ClientIpConfig, Confi
 }
 
 /// `[rate_limit]`.
-pub(super) fn rate_limit(cx: &Cx, r: RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
+pub(super) fn rate_limit(cx: &Cx<'_>, r: RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
     Ok(RateLimitConfig {
         enabled: r.enabled.unwrap_or(RATE_LIMIT_ENABLED),
         per_client: cx.int("rate_limit.per_client", &r.per_client, RATE_PER_CLIENT)?,

@@ -9,7 +9,7 @@ use crate::config::{ConfigError, IpAllowConfig, IpAllowMode, RangeFormat, RangeL
 
 /// `[ip_allow]`: a mode other than `off` needs a source, and URL sources
 /// need somewhere to keep their last good copy.
-pub(super) fn ip_allow(cx: &Cx, r: RawIpAllow) -> Result<IpAllowConfig, ConfigError> {
+pub(super) fn ip_allow(cx: &Cx<'_>, r: RawIpAllow) -> Result<IpAllowConfig, ConfigError> {
     let mode = cx.keyword("ip_allow.mode", &r.mode, IP_ALLOW_MODE)?;
     let mut sources: Vec<RangeSourceConfig> = Vec::with_capacity(r.source.len());
     for (i, raw) in r.source.iter().enumerate() {
@@ -38,7 +38,7 @@ pub(super) fn ip_allow(cx: &Cx, r: RawIpAllow) -> Result<IpAllowConfig, ConfigEr
 /// exactly one of `file`, `url`, `cidrs`; a format (inline CIDRs need none);
 /// only the filters that format has.
 fn range_source(
-    cx: &Cx,
+    cx: &Cx<'_>,
     i: usize,
     src: &RawRangeSource,
     earlier: &[RangeSourceConfig],

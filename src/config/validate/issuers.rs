@@ -15,7 +15,7 @@ use crate::config::{
 
 /// Every `[[issuer]]`: at least one, names unique; `public_url` is the
 /// default origin they are published under.
-pub(super) fn issuers(cx: &Cx, raw: &[RawIssuer], public_url: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
+pub(super) fn issuers(cx: &Cx<'_>, raw: &[RawIssuer], public_url: &str) -> Result<Vec<IssuerConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(cx.whole("no [[issuer]] is configured: there would be nothing to serve"));
     }
@@ -39,7 +39,7 @@ impl Fields {
     }
 }
 
-fn issuer(cx: &Cx, f: &Fields, r: &RawIssuer, default_public_url: &str) -> Result<IssuerConfig, ConfigError> {
+fn issuer(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, default_public_url: &str) -> Result<IssuerConfig, ConfigError> {
     let name = cx.name(&f.of("name"), &r.name)?;
     let kind: IssuerKind = cx.word(&f.of("kind"), &r.kind)?;
     let upstream = cx.upstream(&f.of("upstream"), &r.upstream)?;
@@ -87,7 +87,7 @@ fn issuer(cx: &Cx, f: &Fields, r: &RawIssuer, default_public_url: &str) -> Resul
 /// Vault kinds: explicit namespaces checked and distinct, `"*"` for any
 /// valid one, never an empty list (`""` is the root namespace); the root
 /// alone when absent. Other kinds: none.
-fn namespaces(cx: &Cx, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Namespaces, ConfigError> {
+fn namespaces(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Namespaces, ConfigError> {
     let field = f.of("namespaces");
     match (&r.namespaces, kind.is_vault()) {
         (Some(list), true) if list.is_empty() => {
@@ -112,7 +112,7 @@ fn namespaces(cx: &Cx, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Na
 }
 
 /// `vault-oidc-provider`: at least one provider name, each distinct.
-fn providers(cx: &Cx, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Vec<String>, ConfigError> {
+fn providers(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Vec<String>, ConfigError> {
     if kind != IssuerKind::VaultOidcProvider {
         cx.absent(&f.of("providers"), &r.providers, "providers apply only to kind = \"vault-oidc-provider\"")?;
         return Ok(Vec::new());
@@ -139,7 +139,7 @@ fn providers(cx: &Cx, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Vec
 }
 
 /// `custom`: at least one exact public path, each distinct.
-fn paths(cx: &Cx, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Vec<String>, ConfigError> {
+fn paths(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, kind: IssuerKind) -> Result<Vec<String>, ConfigError> {
     if kind != IssuerKind::Custom {
         cx.absent(&f.of("paths"), &r.paths, "paths apply only to kind = \"custom\"")?;
         return Ok(Vec::new());
@@ -162,7 +162,7 @@ struct UpstreamTls {
 
 /// A client certificate comes with its key, and none of these files means
 /// anything to a plain-http upstream.
-fn upstream_tls(cx: &Cx, f: &Fields, r: &RawIssuer, upstream: &UpstreamUrl) -> Result<UpstreamTls, ConfigError> {
+fn upstream_tls(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, upstream: &UpstreamUrl) -> Result<UpstreamTls, ConfigError> {
     let ca = cx.optional_path(&f.of("upstream_ca"), &r.upstream_ca)?;
     let client_cert = cx.optional_path(&f.of("upstream_client_cert"), &r.upstream_client_cert)?;
     let client_key = cx.optional_path(&f.of("upstream_client_key"), &r.upstream_client_key)?;

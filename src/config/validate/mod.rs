@@ -13,7 +13,7 @@ use super::file::RawConfig;
 use super::{Config, ConfigError};
 
 /// Validates every section and the rules between them.
-pub(super) fn config(cx: &Cx, raw: RawConfig) -> Result<Config, ConfigError> {
+pub(super) fn config(cx: &Cx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let server = server::server(cx, raw.server.unwrap_or_default())?;
     let cache = server::cache(cx, raw.cache.unwrap_or_default())?;
     let log = server::log(cx, raw.log.unwrap_or_default())?;

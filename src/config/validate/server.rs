@@ -8,7 +8,7 @@ use crate::config::{CacheConfig, ConfigError, LogConfig, ServerConfig};
 
 /// `[server]`: `public_url` is required, and the admin listener is never
 /// the public one.
-pub(super) fn server(cx: &Cx, s: RawServer) -> Result<ServerConfig, ConfigError> {
+pub(super) fn server(cx: &Cx<'_>, s: RawServer) -> Result<ServerConfig, ConfigError> {
     let listen = cx.socket_addr_or("server.listen", &s.listen, LISTEN)?;
     let admin_listen = cx.socket_addr_or("server.admin_listen", &s.admin_listen, ADMIN_LISTEN)?;
     if listen == admin_listen && listen.port() != 0 {
@@ -46,7 +46,7 @@ pub(super) fn server(cx: &Cx, s: RawServer) -> Result<ServerConfig, ConfigError>
 }
 
 /// `[cache]`: `min_ttl` never exceeds `max_ttl`.
-pub(super) fn cache(cx: &Cx, c: RawCache) -> Result<CacheConfig, ConfigError> {
+pub(super) fn cache(cx: &Cx<'_>, c: RawCache) -> Result<CacheConfig, ConfigError> {
     let cache = CacheConfig {
         min_ttl: cx.duration("cache.min_ttl", &c.min_ttl, CACHE_MIN_TTL)?,
         max_ttl: cx.duration("cache.max_ttl", &c.max_ttl, CACHE_MAX_TTL)?,
@@ -68,7 +68,7 @@ pub(super) fn cache(cx: &Cx, c: RawCache) -> Result<CacheConfig, ConfigError> {
 }
 
 /// `[log]`.
-pub(super) fn log(cx: &Cx, l: RawLog) -> Result<LogConfig, ConfigError> {
+pub(super) fn log(cx: &Cx<'_>, l: RawLog) -> Result<LogConfig, ConfigError> {
     Ok(LogConfig {
         access: l.access.unwrap_or(LOG_ACCESS),
         denied_lines_per_second: cx.int(

@@ -11,7 +11,7 @@ use crate::config::{AcmeChallenge, AcmeSettings, CertificateFiles, ConfigError, 
 
 /// `[tls]`: `files` needs certificates, `acme` needs `[tls.acme]`, and the
 /// plain-HTTP listener is neither of the server's listeners.
-pub(super) fn tls(cx: &Cx, r: RawTls, server: &ServerConfig) -> Result<TlsConfig, ConfigError> {
+pub(super) fn tls(cx: &Cx<'_>, r: RawTls, server: &ServerConfig) -> Result<TlsConfig, ConfigError> {
     let mode = cx.keyword("tls.mode", &r.mode, TLS_MODE)?;
     let http_listen = match &r.http_listen {
         None => None,
@@ -58,7 +58,7 @@ pub(super) fn tls(cx: &Cx, r: RawTls, server: &ServerConfig) -> Result<TlsConfig
 
 /// `[tls.acme]`: DNS names to certify, where the account lives, and a
 /// challenge the CA can reach (`http-01` needs `tls.http_listen`).
-fn acme(cx: &Cx, a: &RawAcme, http_listen: Option<SocketAddr>) -> Result<AcmeSettings, ConfigError> {
+fn acme(cx: &Cx<'_>, a: &RawAcme, http_listen: Option<SocketAddr>) -> Result<AcmeSettings, ConfigError> {
     let domains = a
         .domains
         .iter()
