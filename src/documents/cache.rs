@@ -22,8 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use sha2::{Digest, Sha256};
+use http::StatusCode;
 
 use crate::config::CacheConfig;
 use crate::documents::catalog::{DocKind, Expected};
@@ -31,6 +30,10 @@ use crate::documents::persist::{Persist, Record};
 use crate::documents::upstream::{FetchError, Freshness, Upstream};
 use crate::documents::validate::{self, Facts};
 use crate::telemetry::metrics::{CacheEvent, ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
+
+/// What a slot serves and how it is named; they live in their own module so
+/// that the cache and the on-disk copy both use them without using each other.
+pub use crate::documents::entry::{Entry, SlotKey};
 
 /// The freshness rules of one snapshot.
 #[derive(Debug, Clone, Copy)]
@@ -57,14 +60,6 @@ impl Policy {
     }
 }
 
-/// Identifies a document across reloads: same issuer, same upstream, same path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SlotKey {
-    pub issuer: Arc<str>,
-    pub upstream: Arc<str>,
-    pub path: Arc<str>,
-}
-
 /// Where a slot's document comes from and what it must look like. Rebuilt
 /// with every snapshot; slots outlive it.
 #[derive(Debug)]
@@ -78,45 +73,6 @@ pub struct Source {
     pub policy: Policy,
     pub persist: Option<Arc<Persist>>,
     pub metrics: Arc<Metrics>,
-}
-
-/// One good document, ready to serve.
-#[derive(Debug)]
-pub struct Entry {
-    pub body: Bytes,
-    /// Strong validator: a hash of the body.
-    pub etag: HeaderValue,
-    /// Pre-built, so the hit path formats nothing it can avoid.
-    pub content_length: HeaderValue,
-    pub fetched: Instant,
-    pub fetched_wall: SystemTime,
-    pub ttl: Duration,
-    pub facts: Facts,
-}
-
-impl Entry {
-    fn new(body: Bytes, ttl: Duration, facts: Facts, fetched: Instant, fetched_wall: SystemTime) -> Entry {
-        let digest = Sha256::digest(&body);
-        let mut tag = String::with_capacity(34);
-        tag.push('"');
-        for b in &digest[..16] {
-            tag.push_str(&format!("{b:02x}"));
-        }
-        tag.push('"');
-        Entry {
-            etag: HeaderValue::from_str(&tag).expect("hex is a valid header value"),
-            content_length: HeaderValue::from(body.len()),
-            body,
-            fetched,
-            fetched_wall,
-            ttl,
-            facts,
-        }
-    }
-
-    pub fn fresh_until(&self) -> Instant {
-        self.fetched + self.ttl
-    }
 }
 
 /// The last failed attempt of a slot.
@@ -437,21 +393,5 @@ mod tests {
         let cap = Duration::from_secs(30);
         let seq: Vec<u64> = (1..=7).map(|n| backoff(n, cap).as_secs()).collect();
         assert_eq!(seq, vec![1, 2, 4, 8, 16, 30, 30]);
-    }
-
-    #[test]
-    fn etag_is_strong_and_stable() {
-        let f = Facts::Keys { count: 0 };
-        let a = Entry::new(
-            Bytes::from_static(b"{\"keys\":[]}"),
-            Duration::ZERO,
-            f.clone(),
-            Instant::now(),
-            SystemTime::now(),
-        );
-        let b = Entry::new(Bytes::from_static(b"{\"keys\":[]}"), Duration::ZERO, f, Instant::now(), SystemTime::now());
-        assert_eq!(a.etag, b.etag);
-        assert_eq!(a.etag.len(), 34);
-        assert!(!a.etag.to_str().expect("ascii").starts_with("W/"));
     }
 }

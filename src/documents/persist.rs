@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::documents::cache::{Entry, SlotKey};
 use crate::documents::catalog::DocKind;
+use crate::documents::entry::{Entry, SlotKey};
 
 const VERSION: u32 = 1;
 
@@ -160,4 +160,24 @@ fn read_record(path: &Path) -> Result<Record, String> {
 
 fn hex_sha256(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_and_checksums_are_pinned() {
+        // Pinned (from `sha256sum`): existing cache directories are found by
+        // these names, and their records carry these checksums.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let persist = Persist::open(dir.path()).expect("open");
+        let key = SlotKey {
+            issuer: "vault".into(),
+            upstream: "http://127.0.0.1:8200".into(),
+            path: "/v1/identity/oidc/plugins/.well-known/keys".into(),
+        };
+        assert_eq!(persist.file_for(&key), dir.path().join("e1c21f75cb96a9a7ea6f7744cefe3987.json"));
+        assert_eq!(hex_sha256(b"hello"), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    }
 }
