@@ -70,13 +70,9 @@ impl Entry {
 /// The strong `ETag` of `body` (see [`Entry::etag`]).
 fn etag(body: &[u8]) -> HeaderValue {
     let digest = Sha256::digest(body);
-    let mut tag = String::with_capacity(34);
-    tag.push('"');
-    for b in &digest[..16] {
-        tag.push_str(&format!("{b:02x}"));
-    }
-    tag.push('"');
-    HeaderValue::from_str(&tag).expect("hex is a valid header value")
+    let mut tag = [b'"'; 34];
+    hex::encode_to_slice(&digest[..16], &mut tag[1..33]).expect("16 bytes are 32 hex digits");
+    HeaderValue::from_bytes(&tag).expect("quoted hex is a valid header value")
 }
 
 #[cfg(test)]

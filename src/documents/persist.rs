@@ -158,8 +158,9 @@ fn read_record(path: &Path) -> Result<Record, String> {
     Ok(r)
 }
 
+/// The SHA-256 of `data` in lowercase hex (64 digits).
 fn hex_sha256(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(data))
 }
 
 #[cfg(test)]
