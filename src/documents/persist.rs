@@ -9,7 +9,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::documents::catalog::DocKind;
 use crate::documents::entry::{Entry, SlotKey};
+use crate::files;
 
 const VERSION: u32 = 1;
 
@@ -67,7 +67,6 @@ impl Record {
 #[derive(Debug)]
 pub struct Persist {
     dir: PathBuf,
-    seq: AtomicU64,
 }
 
 impl Persist {
@@ -78,7 +77,7 @@ impl Persist {
         let probe = dir.join(format!(".probe-{}", std::process::id()));
         fs::write(&probe, b"").map_err(|e| format!("cache.dir {}: not writable: {e}", dir.display()))?;
         let _ = fs::remove_file(&probe);
-        Ok(Persist { dir: dir.to_path_buf(), seq: AtomicU64::new(0) })
+        Ok(Persist { dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -105,8 +104,7 @@ impl Persist {
     pub fn save(&self, record: &Record) -> std::io::Result<()> {
         let mut bytes = serde_json::to_vec(record)?;
         bytes.push(b'\n');
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        crate::files::write_atomic(&self.file_for(&record.key()), &bytes, n)
+        files::replace(&self.file_for(&record.key()), &bytes)
     }
 
     /// Every readable, intact record; damaged files are reported and skipped.
@@ -123,7 +121,7 @@ impl Persist {
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".tmp-") {
+            if name.starts_with(files::TEMP_PREFIX) {
                 let _ = fs::remove_file(&path);
                 continue;
             }
