@@ -1,18 +1,40 @@
-//! File helpers shared by the cache, the certificate store and the range
-//! copies.
+//! Replacing files on disk so that no reader and no crash ever sees half of
+//! one: the cached documents, the ACME certificate store and the copies of
+//! the cloud IP ranges are all written this way.
 
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How the names of [`replace`]'s temp files start. A temp file left by a
+/// crash is never renamed into place, so whoever owns a directory may delete
+/// every file with this prefix at start-up.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Numbers the temp files of this process, so that two writers (two threads,
+/// or two callers sharing a directory) never open the same temp name.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces `target` with `bytes` so that a reader sees the old file or the
-/// new one, never a mix, and a crash leaves one of the two: write a temp file
-/// in the same directory (mode 0600), fsync it, rename it over the target,
-/// fsync the directory. `unique` keeps concurrent writers' temp files apart.
-pub fn write_atomic(target: &Path, bytes: &[u8], unique: u64) -> std::io::Result<()> {
+/// new one, never a mix, and a crash leaves one of the two.
+///
+/// Writes `bytes` to a new temp file next to `target` (mode 0600, named
+/// [`TEMP_PREFIX`] + process id + a per-process counter), fsyncs it, renames
+/// it over `target` and fsyncs the directory, so the rename itself is durable.
+/// On error the temp file is removed and `target` is untouched.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// wif_proxy::files::replace(std::path::Path::new("/var/cache/wif-proxy/doc.json"), b"{}\n")?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}-{unique}", std::process::id()));
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(bytes)?;
@@ -25,4 +47,68 @@ pub fn write_atomic(target: &Path, bytes: &[u8], unique: u64) -> std::io::Result
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Deprecated: [`replace`] under its former signature, kept only until the
+/// last callers move to `replace(target, bytes)`. `unique` is ignored: temp
+/// files are numbered by this module now.
+pub fn write_atomic(target: &Path, bytes: &[u8], _unique: u64) -> std::io::Result<()> {
+    replace(target, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).expect("list").map(|e| e.expect("entry").file_name().to_string_lossy().into()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn replaces_whole_files_with_mode_0600_and_leaves_no_temp_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("doc.json");
+        replace(&target, b"old").expect("first write");
+        replace(&target, b"new").expect("second write");
+        assert_eq!(fs::read(&target).expect("read"), b"new");
+        assert_eq!(fs::metadata(&target).expect("stat").permissions().mode() & 0o777, 0o600);
+        assert_eq!(names(dir.path()), ["doc.json"]);
+    }
+
+    #[test]
+    fn concurrent_writers_never_share_a_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let dir = dir.path();
+                s.spawn(move || {
+                    for i in 0..50 {
+                        replace(&dir.join(format!("f{t}-{}", i % 3)), format!("{t}/{i}").as_bytes()).expect("write");
+                    }
+                });
+            }
+        });
+        let mut want: Vec<String> = (0..4).flat_map(|t| (0..3).map(move |i| format!("f{t}-{i}"))).collect();
+        want.sort();
+        assert_eq!(names(dir.path()), want);
+        assert_eq!(fs::read(dir.path().join("f2-1")).expect("read"), b"2/49");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_target_and_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("doc.json");
+        replace(&target, b"good").expect("write");
+        // Renaming a file over a directory fails after the temp file exists.
+        let blocked = dir.path().join("sub");
+        fs::create_dir(&blocked).expect("mkdir");
+        fs::write(blocked.join("x"), b"").expect("fill");
+        assert!(replace(&blocked, b"bad").is_err());
+        assert_eq!(fs::read(&target).expect("read"), b"good");
+        assert_eq!(names(dir.path()), ["doc.json", "sub"]);
+    }
 }

@@ -22,22 +22,31 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use sha2::{Digest, Sha256};
+use http::StatusCode;
 
 use crate::config::CacheConfig;
 use crate::documents::catalog::{DocKind, Expected};
 use crate::documents::persist::{Persist, Record};
 use crate::documents::upstream::{FetchError, Freshness, Upstream};
-use crate::documents::validate::{self, Facts};
+use crate::documents::validate::{self, Facts, InvalidDocument, IssuerMismatch};
 use crate::telemetry::metrics::{CacheEvent, ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
 
-/// The freshness rules of one snapshot.
+/// What a slot serves and how it is named; they live in their own module so
+/// that the cache and the on-disk copy both use them without using each other.
+pub use crate::documents::entry::{Entry, SlotKey};
+
+/// The freshness rules of one snapshot (the `[cache]` settings).
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// The shortest freshness, whatever the issuer says (also the freshness
+    /// of a document the issuer said nothing about, and the backoff cap).
     pub min_ttl: Duration,
+    /// The longest freshness, whatever the issuer says.
     pub max_ttl: Duration,
+    /// How long past its freshness a document is still served while the
+    /// issuer fails (stale-if-error).
     pub max_stale: Duration,
+    /// How long an issuer 404 is remembered before the issuer is asked again.
     pub negative_ttl: Duration,
 }
 
@@ -57,14 +66,6 @@ impl Policy {
     }
 }
 
-/// Identifies a document across reloads: same issuer, same upstream, same path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SlotKey {
-    pub issuer: Arc<str>,
-    pub upstream: Arc<str>,
-    pub path: Arc<str>,
-}
-
 /// Where a slot's document comes from and what it must look like. Rebuilt
 /// with every snapshot; slots outlive it.
 #[derive(Debug)]
@@ -73,50 +74,30 @@ pub struct Source {
     pub kind: DocKind,
     /// The issuer guard's expectation (discovery documents only).
     pub expected: Option<Expected>,
+    /// Whether an issuer-guard finding makes the document unservable.
     pub strict_issuer: bool,
+    /// Whether the issuer is Vault (chooses the guard's advice).
     pub vault: bool,
     pub policy: Policy,
+    /// Where good documents are saved, when `cache.dir` is set.
     pub persist: Option<Arc<Persist>>,
     pub metrics: Arc<Metrics>,
 }
 
-/// One good document, ready to serve.
-#[derive(Debug)]
-pub struct Entry {
-    pub body: Bytes,
-    /// Strong validator: a hash of the body.
-    pub etag: HeaderValue,
-    /// Pre-built, so the hit path formats nothing it can avoid.
-    pub content_length: HeaderValue,
-    pub fetched: Instant,
-    pub fetched_wall: SystemTime,
-    pub ttl: Duration,
-    pub facts: Facts,
-}
-
-impl Entry {
-    fn new(body: Bytes, ttl: Duration, facts: Facts, fetched: Instant, fetched_wall: SystemTime) -> Entry {
-        let digest = Sha256::digest(&body);
-        let mut tag = String::with_capacity(34);
-        tag.push('"');
-        for b in &digest[..16] {
-            tag.push_str(&format!("{b:02x}"));
-        }
-        tag.push('"');
-        Entry {
-            etag: HeaderValue::from_str(&tag).expect("hex is a valid header value"),
-            content_length: HeaderValue::from(body.len()),
-            body,
-            fetched,
-            fetched_wall,
-            ttl,
-            facts,
-        }
-    }
-
-    pub fn fresh_until(&self) -> Instant {
-        self.fetched + self.ttl
-    }
+/// Why [`Slot::restore`] did not install a persisted document. Logged as
+/// "cache.dir: not restoring persisted document: …".
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The stored body does not pass validation (the rules may be stricter
+    /// than those of the version that saved it).
+    #[error(transparent)]
+    Invalid(#[from] InvalidDocument),
+    /// The issuer guard rejects it and `strict_issuer = true`.
+    #[error("issuer mismatch (strict_issuer = true): {0}")]
+    Mismatch(#[from] IssuerMismatch),
+    /// Older than its freshness plus `max_stale`: not even servable as stale.
+    #[error("too old to serve ({}s; max_stale allows {}s)", .age.as_secs(), .allowed.as_secs())]
+    TooOld { age: Duration, allowed: Duration },
 }
 
 /// The last failed attempt of a slot.
@@ -140,6 +121,7 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Its name in the access log.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
@@ -160,8 +142,8 @@ pub struct Slot {
     /// Completed attempts; lets coalesced waiters see that one finished.
     attempts: AtomicU64,
     refreshing: AtomicBool,
-    /// Issuer-guard finding of the last fetched discovery document.
-    mismatch: ArcSwapOption<String>,
+    /// Issuer-guard finding of the last fetched (or restored) discovery document.
+    mismatch: ArcSwapOption<IssuerMismatch>,
     /// For the log: only changes of state are logged.
     failing: Mutex<Option<&'static str>>,
     /// When the document's bytes last changed (the key set, for a JWKS).
@@ -188,8 +170,9 @@ impl Slot {
         self.entry.load_full()
     }
 
-    /// The issuer guard's complaint about this document, if any.
-    pub fn mismatch(&self) -> Option<Arc<String>> {
+    /// The issuer guard's complaint about the last discovery document fetched
+    /// or restored for this slot, if any (shown in `/readyz`).
+    pub fn mismatch(&self) -> Option<Arc<IssuerMismatch>> {
         self.mismatch.load_full()
     }
 
@@ -252,6 +235,8 @@ impl Slot {
         }
     }
 
+    /// Starts one background attempt, unless the slot is backing off or one
+    /// is already running; the requests that triggered it do not wait.
     fn refresh_in_background(self: &Arc<Self>, src: &Arc<Source>) {
         if let Some(f) = self.failure.load().as_ref() {
             if Instant::now() < f.retry_at {
@@ -331,12 +316,16 @@ impl Slot {
 
     /// Validates a fetched body and runs the issuer guard.
     fn accept(&self, src: &Source, body: Bytes, ttl: Duration) -> Result<(Bytes, Duration, Facts), FetchError> {
-        let facts = validate::validate(src.kind, &body).map_err(FetchError::Invalid)?;
-        self.guard(src, &facts)?;
+        let facts = validate::validate(src.kind, &body).map_err(|e| FetchError::Invalid(e.to_string()))?;
+        self.guard(src, &facts).map_err(|e| FetchError::Mismatch(e.to_string()))?;
         Ok((body, ttl, facts))
     }
 
-    fn guard(&self, src: &Source, facts: &Facts) -> Result<(), FetchError> {
+    /// Runs the issuer guard on a discovery document (nothing to check for a
+    /// key set or a slot without an expectation). A finding is remembered for
+    /// [`Slot::mismatch`] and logged when it changes; it is an error only
+    /// with `strict_issuer`, otherwise the document is served regardless.
+    fn guard(&self, src: &Source, facts: &Facts) -> Result<(), IssuerMismatch> {
         let Some(expected) = &src.expected else { return Ok(()) };
         match validate::check_issuer(facts, expected, src.vault) {
             Ok(()) => {
@@ -352,7 +341,7 @@ impl Slot {
                     self.mismatch.store(Some(Arc::new(msg.clone())));
                 }
                 if src.strict_issuer {
-                    Err(FetchError::Mismatch(msg))
+                    Err(msg)
                 } else {
                     Ok(())
                 }
@@ -381,22 +370,20 @@ impl Slot {
         }
     }
 
-    /// Installs a persisted document as a stale entry (start-up only).
-    /// Returns false when it is unusable: invalid, mismatching in strict mode,
-    /// or older than `max_stale` allows.
-    pub fn restore(&self, src: &Source, record: &Record) -> Result<(), String> {
+    /// Installs a persisted document as a stale entry (start-up only), so it
+    /// is served at once under stale-if-error while the first fetch runs.
+    /// The record is checked as if it had just been fetched; `Err` says why
+    /// it is unusable and leaves the slot empty.
+    pub fn restore(&self, src: &Source, record: &Record) -> Result<(), RestoreError> {
         let body = Bytes::copy_from_slice(record.body.as_bytes());
         let facts = validate::validate(src.kind, &body)?;
-        self.guard(src, &facts).map_err(|e| e.to_string())?;
+        self.guard(src, &facts)?;
         let ttl = Duration::from_millis(record.ttl_ms);
         let fetched_wall = SystemTime::UNIX_EPOCH + Duration::from_millis(record.fetched_at_ms);
         let age = SystemTime::now().duration_since(fetched_wall).unwrap_or(Duration::ZERO);
-        if age >= ttl + src.policy.max_stale {
-            return Err(format!(
-                "too old to serve ({}s; max_stale allows {}s)",
-                age.as_secs(),
-                (ttl + src.policy.max_stale).as_secs()
-            ));
+        let allowed = ttl + src.policy.max_stale;
+        if age >= allowed {
+            return Err(RestoreError::TooOld { age, allowed });
         }
         // Age it correctly on the monotonic clock; never treat it as fresh.
         let now = Instant::now();
@@ -440,18 +427,16 @@ mod tests {
     }
 
     #[test]
-    fn etag_is_strong_and_stable() {
-        let f = Facts::Keys { count: 0 };
-        let a = Entry::new(
-            Bytes::from_static(b"{\"keys\":[]}"),
-            Duration::ZERO,
-            f.clone(),
-            Instant::now(),
-            SystemTime::now(),
-        );
-        let b = Entry::new(Bytes::from_static(b"{\"keys\":[]}"), Duration::ZERO, f, Instant::now(), SystemTime::now());
-        assert_eq!(a.etag, b.etag);
-        assert_eq!(a.etag.len(), 34);
-        assert!(!a.etag.to_str().expect("ascii").starts_with("W/"));
+    fn restore_errors_read_as_before() {
+        let too_old = RestoreError::TooOld { age: Duration::from_millis(100_900), allowed: Duration::from_secs(90) };
+        assert_eq!(too_old.to_string(), "too old to serve (100s; max_stale allows 90s)");
+        let invalid = RestoreError::from(validate::validate(DocKind::Keys, b"[]").expect_err("not an object"));
+        assert_eq!(invalid.to_string(), "not a JSON object");
+        let e = Expected { issuer: "https://w".into(), jwks_uris: vec!["https://w/keys".into()] };
+        let facts = Facts::Discovery { issuer: "http://x".into(), jwks_uri: "https://w/keys".into() };
+        let mismatch = validate::check_issuer(&facts, &e, false).expect_err("mismatch");
+        let text = RestoreError::from(mismatch.clone()).to_string();
+        assert_eq!(text, format!("issuer mismatch (strict_issuer = true): {mismatch}"));
+        assert_eq!(text, FetchError::Mismatch(mismatch.to_string()).to_string(), "same words as a strict fetch");
     }
 }

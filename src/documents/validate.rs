@@ -1,4 +1,6 @@
-//! Validation of issuer documents before they are ever served.
+//! Whether an issuer document may be served: its shape ([`validate`]) and,
+//! for a discovery document, whether it names the issuer and key URL this
+//! proxy publishes (the issuer guard, [`check_issuer`]).
 //!
 //! A body passes only if it has the shape its kind requires; the bytes that
 //! passed are then served exactly as received (never re-serialised), so what
@@ -24,56 +26,109 @@ struct Jwks {
 /// What a valid document told us (for the issuer guard and metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facts {
+    /// The two members the guard compares with the public URL.
     Discovery { issuer: String, jwks_uri: String },
+    /// How many keys the set holds.
     Keys { count: usize },
 }
 
-/// Checks `body` as a document of `kind`.
-pub fn validate(kind: DocKind, body: &[u8]) -> Result<Facts, String> {
+/// Why a body is not a document of the kind it was fetched as. The text
+/// reaches operators (logs, `/readyz`, the `invalid document: …` fetch error).
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidDocument {
+    /// The first non-blank byte is not `{`: an HTML error page, a JSON array…
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// No string `issuer` and `jwks_uri`, or not JSON at all.
+    #[error("invalid discovery document: {0}")]
+    Discovery(serde_json::Error),
+    /// No `keys` array of objects, or not JSON at all.
+    #[error("invalid JWKS: {0}")]
+    Jwks(serde_json::Error),
+    /// A key without a key type cannot be used by any verifier.
+    #[error("invalid JWKS: keys[{index}] has no string \"kty\"")]
+    KeyWithoutType { index: usize },
+}
+
+/// Checks `body` as a document of `kind` and says what it learned.
+///
+/// Only the members a cloud provider depends on are checked; everything else
+/// the issuer puts in the document is allowed and served untouched.
+pub fn validate(kind: DocKind, body: &[u8]) -> Result<Facts, InvalidDocument> {
     // Both shapes are JSON objects; check that first for a clear message.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err("not a JSON object".into());
+        return Err(InvalidDocument::NotAnObject);
     }
     match kind {
         DocKind::Discovery => {
-            let d: Discovery<'_> =
-                serde_json::from_slice(body).map_err(|e| format!("invalid discovery document: {e}"))?;
+            let d: Discovery<'_> = serde_json::from_slice(body).map_err(InvalidDocument::Discovery)?;
             Ok(Facts::Discovery { issuer: d.issuer.into_owned(), jwks_uri: d.jwks_uri.into_owned() })
         }
         DocKind::Keys => {
-            let k: Jwks = serde_json::from_slice(body).map_err(|e| format!("invalid JWKS: {e}"))?;
-            for (i, key) in k.keys.iter().enumerate() {
-                if !matches!(key.get("kty"), Some(serde_json::Value::String(s)) if !s.is_empty()) {
-                    return Err(format!("invalid JWKS: keys[{i}] has no string \"kty\""));
-                }
+            let k: Jwks = serde_json::from_slice(body).map_err(InvalidDocument::Jwks)?;
+            if let Some(index) = k
+                .keys
+                .iter()
+                .position(|key| !matches!(key.get("kty"), Some(serde_json::Value::String(s)) if !s.is_empty()))
+            {
+                return Err(InvalidDocument::KeyWithoutType { index });
             }
             Ok(Facts::Keys { count: k.keys.len() })
         }
     }
 }
 
+/// The issuer guard's finding: a discovery document that names another
+/// issuer, or keys elsewhere, than where this proxy publishes them. Cloud
+/// providers would reject every token, so the text says what to change.
+///
+/// Stored per document and shown in `/readyz` under `issuer_mismatch`; it
+/// makes the document unservable only with `strict_issuer = true`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssuerMismatch {
+    #[error("discovery document says issuer {found:?} but this proxy publishes it as {expected:?}; cloud providers compare these byte for byte and will reject tokens.{remedy}")]
+    Issuer { found: String, expected: String, remedy: Remedy },
+    /// `expected` lists every URL the keys are published at, joined by " or ".
+    #[error("discovery document says jwks_uri {found:?} but this proxy publishes the keys at {expected:?}; cloud providers will fail to fetch the keys.{remedy}")]
+    JwksUri { found: String, expected: String, remedy: Remedy },
+}
+
+/// What to change when the guard fails, by kind of issuer. Displays as one
+/// sentence with a leading space, appended to the finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Vault: its issuer setting, per namespace.
+    Vault,
+    /// SPIRE and custom issuers: their own setting, or `public_url`.
+    Other,
+}
+
+impl std::fmt::Display for Remedy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Remedy::Vault => " Set Vault's issuer to this proxy's public origin: `vault write identity/oidc/config issuer=<public_url>` (plugin WIF and identity tokens) or the provider's `issuer` parameter (OIDC provider), in the right namespace.",
+            Remedy::Other => " Configure the issuer (for SPIRE: the oidc-discovery-provider `domains`/`jwt_issuer`) to use this proxy's public origin, or set public_url in proxy.toml to what the issuer publishes.",
+        })
+    }
+}
+
 /// The issuer guard: does a discovery document describe the issuer this proxy
-/// publishes? Returns an operator-facing explanation when it does not.
-pub fn check_issuer(facts: &Facts, expected: &Expected, vault: bool) -> Result<(), String> {
+/// publishes? A key set has nothing to check and always passes. `vault`
+/// chooses the [`Remedy`] the finding suggests.
+pub fn check_issuer(facts: &Facts, expected: &Expected, vault: bool) -> Result<(), IssuerMismatch> {
     let Facts::Discovery { issuer, jwks_uri } = facts else {
         return Ok(());
     };
-    let hint = if vault {
-        " Set Vault's issuer to this proxy's public origin: `vault write identity/oidc/config issuer=<public_url>` (plugin WIF and identity tokens) or the provider's `issuer` parameter (OIDC provider), in the right namespace."
-    } else {
-        " Configure the issuer (for SPIRE: the oidc-discovery-provider `domains`/`jwt_issuer`) to use this proxy's public origin, or set public_url in proxy.toml to what the issuer publishes."
-    };
+    let remedy = if vault { Remedy::Vault } else { Remedy::Other };
     if *issuer != expected.issuer {
-        return Err(format!(
-            "discovery document says issuer {issuer:?} but this proxy publishes it as {:?}; cloud providers compare these byte for byte and will reject tokens.{hint}",
-            expected.issuer
-        ));
+        return Err(IssuerMismatch::Issuer { found: issuer.clone(), expected: expected.issuer.clone(), remedy });
     }
     if !expected.jwks_uris.iter().any(|u| u == jwks_uri) {
-        return Err(format!(
-            "discovery document says jwks_uri {jwks_uri:?} but this proxy publishes the keys at {:?}; cloud providers will fail to fetch the keys.{hint}",
-            expected.jwks_uris.join(" or ")
-        ));
+        return Err(IssuerMismatch::JwksUri {
+            found: jwks_uri.clone(),
+            expected: expected.jwks_uris.join(" or "),
+            remedy,
+        });
     }
     Ok(())
 }
@@ -93,8 +148,11 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(validate(DocKind::Keys, br#"{"keys":[{"kty":"RSA"},{"kty":"EC"}]}"#), Ok(Facts::Keys { count: 2 }));
-        assert_eq!(validate(DocKind::Keys, br#"{"keys":[]}"#), Ok(Facts::Keys { count: 0 }));
+        assert_eq!(
+            validate(DocKind::Keys, br#"{"keys":[{"kty":"RSA"},{"kty":"EC"}]}"#).ok(),
+            Some(Facts::Keys { count: 2 })
+        );
+        assert_eq!(validate(DocKind::Keys, br#"{"keys":[]}"#).ok(), Some(Facts::Keys { count: 0 }));
         for bad in [
             &br#"{"keys":{}}"#[..],
             br#"{"keys":[1]}"#,
@@ -118,7 +176,43 @@ mod tests {
             issuer: "http://127.0.0.1:8200/v1/identity/oidc/plugins".into(),
             jwks_uri: e.jwks_uris[0].clone(),
         };
-        let msg = check_issuer(&bad, &e, true).unwrap_err();
+        let msg = check_issuer(&bad, &e, true).unwrap_err().to_string();
         assert!(msg.contains("identity/oidc/config issuer="), "{msg}");
+    }
+
+    /// Operators read these (logs, `/readyz`) and tests match on them: the
+    /// texts are pinned as they were when the errors were strings.
+    #[test]
+    fn messages_are_unchanged() {
+        let text = |kind, body: &[u8]| validate(kind, body).expect_err("invalid").to_string();
+        assert_eq!(text(DocKind::Discovery, b"<html>"), "not a JSON object");
+        assert_eq!(
+            text(DocKind::Discovery, b"{}"),
+            "invalid discovery document: missing field `issuer` at line 1 column 2"
+        );
+        assert_eq!(
+            text(DocKind::Keys, br#"{"keys":[{"kty":"RSA"},{"kid":"a"}]}"#),
+            r#"invalid JWKS: keys[1] has no string "kty""#
+        );
+        assert_eq!(
+            text(DocKind::Keys, br#"{"keys":{}}"#),
+            "invalid JWKS: invalid type: map, expected a sequence at line 1 column 8"
+        );
+
+        let e = Expected {
+            issuer: "https://w/a".into(),
+            jwks_uris: vec!["https://w/a/keys".into(), "https://w/b/keys".into()],
+        };
+        let wrong_issuer = Facts::Discovery { issuer: "http://x/a".into(), jwks_uri: "https://w/a/keys".into() };
+        let wrong_keys = Facts::Discovery { issuer: "https://w/a".into(), jwks_uri: "http://x/keys".into() };
+        let guard = |f, vault| check_issuer(f, &e, vault).expect_err("mismatch").to_string();
+        let vault = " Set Vault's issuer to this proxy's public origin: `vault write identity/oidc/config issuer=<public_url>` (plugin WIF and identity tokens) or the provider's `issuer` parameter (OIDC provider), in the right namespace.";
+        let other = " Configure the issuer (for SPIRE: the oidc-discovery-provider `domains`/`jwt_issuer`) to use this proxy's public origin, or set public_url in proxy.toml to what the issuer publishes.";
+        let issuer = r#"discovery document says issuer "http://x/a" but this proxy publishes it as "https://w/a"; cloud providers compare these byte for byte and will reject tokens."#;
+        let keys = r#"discovery document says jwks_uri "http://x/keys" but this proxy publishes the keys at "https://w/a/keys or https://w/b/keys"; cloud providers will fail to fetch the keys."#;
+        assert_eq!(guard(&wrong_issuer, true), format!("{issuer}{vault}"));
+        assert_eq!(guard(&wrong_keys, true), format!("{keys}{vault}"));
+        assert_eq!(guard(&wrong_issuer, false), format!("{issuer}{other}"));
+        assert_eq!(guard(&wrong_keys, false), format!("{keys}{other}"));
     }
 }

@@ -51,7 +51,7 @@ pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
         let issuer = &snap.issuers[doc.issuer].config;
         let path = &doc.slot.key.path;
         if let Some(msg) = doc.slot.mismatch() {
-            mismatches.push(json!({"issuer": issuer.name, "path": path.as_ref(), "strict": issuer.strict_issuer, "message": msg.as_str()}));
+            mismatches.push(json!({"issuer": issuer.name, "path": path.as_ref(), "strict": issuer.strict_issuer, "message": msg.to_string()}));
         }
         if doc.slot.entry().is_some() {
             served += 1;

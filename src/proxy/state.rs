@@ -87,7 +87,7 @@ impl Snapshot {
         let persist = match &config.cache.dir {
             Some(dir) => match previous.and_then(|p| p.persist.as_ref()).filter(|p| p.dir() == dir.as_path()) {
                 Some(p) => Some(Arc::clone(p)),
-                None => Some(Arc::new(Persist::open(dir).map_err(err)?)),
+                None => Some(Arc::new(Persist::open(dir).map_err(|e| err(e.to_string()))?)),
             },
             None => None,
         };
