@@ -397,7 +397,7 @@ async fn fetch(url: &str) -> Result<Bytes, String> {
         .wrap_connector(http);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let req = http::Request::get(url)
-        .header(http::header::USER_AGENT, crate::documents::upstream::USER_AGENT_VALUE)
+        .header(http::header::USER_AGENT, crate::net::client::USER_AGENT_VALUE)
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let exchange = async {

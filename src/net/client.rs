@@ -131,8 +131,10 @@ impl HttpClient {
         HttpClient { inner }
     }
 
-    /// Sends `request` (its URI absolute) with our `User-Agent` and returns
-    /// the answer's head; the body is still to be read with [`read_body`].
+    /// Sends `request` (its URI absolute) and returns the answer's head; the
+    /// body is still to be read with [`read_body`]. `User-Agent` is set to
+    /// [`USER_AGENT_VALUE`] whatever the request said; `Host` is the URL's
+    /// unless the request sets one.
     pub async fn send(&self, mut request: Request<Empty<Bytes>>) -> Result<Response<Incoming>, SendError> {
         request.headers_mut().insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         self.inner.request(request).await.map_err(|e| {
@@ -280,7 +282,9 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_are_bounded() {
-        let cases: [(&'static [u8], usize, Result<&[u8], BodyError>); 3] = [
+        /// What the server sends, the ceiling, what `read_body` returns.
+        type Case = (&'static [u8], usize, Result<&'static [u8], BodyError>);
+        let cases: [Case; 3] = [
             (b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world", 10, Err(BodyError::TooLarge(10))),
             (b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello world", 10, Err(BodyError::TooLarge(10))),
             (b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello world", 11, Ok(b"hello world")),

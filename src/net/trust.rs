@@ -109,11 +109,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Reads a PEM chain (leaf first) and a PEM private key (PKCS#8, SEC1
-    /// or PKCS#1). Whether they belong together is checked by
-    /// [`client_config`].
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, PemFileError> {
-        Ok(Identity { chain: read_certificates(cert)?, key: read_private_key(key)? })
+    /// A chain (leaf first, as [`read_certificates`] returns it) and its key
+    /// (as [`read_private_key`] returns it). Whether they belong together is
+    /// checked by [`client_config`].
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Identity {
+        Identity { chain, key }
     }
 }
 
@@ -242,12 +242,15 @@ mod tests {
         std::fs::write(&key_path, key.serialize_pem()).expect("write");
         std::fs::write(&other_key, rcgen::KeyPair::generate().expect("key").serialize_pem()).expect("write");
         let roots = || root_store(Anchors::PemFile(&cert_path)).expect("roots");
-        let id = Identity::from_pem_files(&cert_path, &key_path).expect("identity");
-        assert!(client_config(roots(), Some(id)).is_ok());
-        let mismatched = Identity::from_pem_files(&cert_path, &other_key).expect("parses");
-        let e = client_config(roots(), Some(mismatched)).expect_err("mismatch").to_string();
+        let identity = |key: &Path| {
+            Identity::new(read_certificates(&cert_path).expect("chain"), read_private_key(key).expect("key"))
+        };
+        assert!(client_config(roots(), Some(identity(&key_path))).is_ok());
+        let e = client_config(roots(), Some(identity(&other_key))).expect_err("mismatch").to_string();
         assert!(e.starts_with("client certificate: "), "{e}");
-        let e = Identity::from_pem_files(&cert_path, &cert_path).expect_err("no key").to_string();
+        let e = read_private_key(&cert_path).expect_err("no key").to_string();
         assert!(e.ends_with("c.pem: no PEM private key found"), "{e}");
+        let e = read_certificates(&key_path).expect_err("no chain").to_string();
+        assert!(e.ends_with("k.pem: no PEM certificate found"), "{e}");
     }
 }

@@ -94,7 +94,7 @@ impl Snapshot {
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for ic in &config.issuers {
             // Always rebuilt, so a reload re-reads rotated CA and client certificates.
-            let upstream = Arc::new(Upstream::new(ic).map_err(err)?);
+            let upstream = Arc::new(Upstream::new(ic).map_err(|e| err(e.to_string()))?);
             issuers.push(IssuerRuntime { config: ic.clone(), upstream });
         }
         let policy = Policy::from(&config.cache);
