@@ -413,5 +413,5 @@ async fn load_ranges(
 ) -> Result<Arc<Ranges>, LoadError> {
     Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()), metrics.ip_allow_would_deny.clone())
         .await
-        .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })
+        .map_err(|e| LoadError::Build { path: config.source.display().to_string(), message: e.to_string() })
 }
