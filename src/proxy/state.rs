@@ -399,7 +399,7 @@ impl Shared {
         let metrics = Arc::new(Metrics::new());
         let ranges = load_ranges(&config, None, &metrics).await?;
         let tls = Tls::start(&config.tls, &metrics)
-            .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })?;
+            .map_err(|e| LoadError::Build { path: config.source.display().to_string(), message: e.to_string() })?;
         let snapshot = Snapshot::build(config, None, ranges, &metrics)?;
         snapshot.restore_persisted();
         Ok(Shared::new(snapshot, tls))
