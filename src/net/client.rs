@@ -18,11 +18,13 @@
 //! Deadlines for a whole exchange belong to the caller, which knows what
 //! its limit means (an issuer's `upstream_timeout`, AWS's five seconds).
 //!
-//! Where later features attach: a request's `Host` header may be set by the
-//! caller (it wins over the URL's) with [`ClientOptions`] naming the TLS
-//! server name apart; other transports (a Unix socket) are another arm of
-//! the dialer; several origins tried in order are a loop in the caller over
-//! one client, since the pool is keyed by origin.
+//! Where later features attach, without changing callers: a `Host` header
+//! set on the request already wins over the URL's, so a configured Host
+//! needs only an option naming the TLS server name apart (hyper-rustls's
+//! server-name resolver, built in [`HttpClient::new`]); a `unix:` upstream
+//! is another arm of the private dialer; several origins tried in order are
+//! a loop in the caller over one client (the pool is keyed by origin); a
+//! bearer token is one more header where the caller builds its request.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -170,7 +172,7 @@ pub async fn read_body(
 }
 
 /// Flattens an error and its sources into one line for a log or a report.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

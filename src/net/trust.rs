@@ -132,7 +132,7 @@ pub fn client_builder() -> Result<ConfigBuilder<ClientConfig, WantsVerifier>, Tr
 }
 
 /// Finishes `builder` with `identity`, or without client authentication.
-pub fn with_identity(
+fn with_identity(
     builder: ConfigBuilder<ClientConfig, WantsClientCert>,
     identity: Option<Identity>,
 ) -> Result<ClientConfig, TrustError> {
