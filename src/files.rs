@@ -49,13 +49,6 @@ pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Deprecated: [`replace`] under its former signature, kept only until the
-/// last callers move to `replace(target, bytes)`. `unique` is ignored: temp
-/// files are numbered by this module now.
-pub fn write_atomic(target: &Path, bytes: &[u8], _unique: u64) -> std::io::Result<()> {
-    replace(target, bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,29 +1,38 @@
 //! The only way anything reaches the issuer.
 //!
-//! Every upstream request is built here from constants: `GET <allowlisted
-//! path>` with the upstream's own `Host`, `Accept: application/json` and our
-//! `User-Agent`. No value from a client request is a parameter of this module,
-//! so none can be copied. Redirects are never followed, the body is capped
-//! while it streams in, and the whole exchange runs under one deadline.
+//! Every upstream request is built here, in [`Upstream::fetch`], from
+//! configuration and constants: `GET <origin><allowlisted path>` with
+//! `Accept: application/json` and our fixed `User-Agent`; the client adds
+//! the origin's `Host`, and nothing else. No value from a client request is a
+//! parameter of this module, so none can be copied. Redirects are never
+//! followed, the body is capped while it streams in, and the whole exchange
+//! runs under one deadline. The connection itself (trust, client
+//! certificate, HTTP/1.1, connect timeout) comes from [`crate::net`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, USER_AGENT};
+use http::header::{ACCEPT, CACHE_CONTROL, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use http_body_util::Empty;
 
 use crate::config::IssuerConfig;
+use crate::net::client::{read_body, BodyError, ClientOptions, HttpClient, SendError, USER_AGENT_VALUE};
+use crate::net::trust::{self, Anchors, Identity, PemFileError, TrustError};
 
-/// `User-Agent` of every upstream request.
-pub const USER_AGENT_VALUE: &str = concat!("wif-proxy/", env!("CARGO_PKG_VERSION"));
+/// Why the client for an issuer could not be built (a configuration error:
+/// the issuer's CA or client certificate files).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("issuer {issuer:?}: upstream_ca {source}")]
+    Anchors { issuer: String, source: TrustError },
+    #[error("issuer {issuer:?}: https upstream without upstream_ca, and no system CA certificates were found")]
+    NoSystemRoots { issuer: String },
+    #[error("issuer {issuer:?}: {field} {source}")]
+    Identity { issuer: String, field: &'static str, source: PemFileError },
+    #[error("issuer {issuer:?}: {source}")]
+    Tls { issuer: String, source: TrustError },
+}
 
 /// Why no good document came back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +87,24 @@ impl FetchError {
     }
 }
 
+impl From<SendError> for FetchError {
+    fn from(e: SendError) -> FetchError {
+        match e {
+            SendError::Connect(chain) => FetchError::Connect(chain),
+            SendError::Request(chain) => FetchError::Other(chain),
+        }
+    }
+}
+
+impl From<BodyError> for FetchError {
+    fn from(e: BodyError) -> FetchError {
+        match e {
+            BodyError::TooLarge(max) => FetchError::TooLarge(max),
+            read @ BodyError::Read(_) => FetchError::Other(read.to_string()),
+        }
+    }
+}
+
 /// How long the issuer said a document may be cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -98,7 +125,7 @@ pub struct Fetched {
 
 /// A connection pool to one issuer, with that issuer's limits.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: HttpClient,
     origin: String,
     timeout: Duration,
     max_bytes: usize,
@@ -112,24 +139,13 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds the client for `issuer`; reads its CA and client certificate.
-    pub fn new(issuer: &IssuerConfig) -> Result<Upstream, String> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(issuer.upstream_connect_timeout));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(issuer)?);
-        let connector = if issuer.upstream.https {
-            builder.https_only().enable_http1().wrap_connector(http)
-        } else {
-            builder.https_or_http().enable_http1().wrap_connector(http)
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(4)
-            .retry_canceled_requests(false)
-            .build(connector);
+    pub fn new(issuer: &IssuerConfig) -> Result<Upstream, UpstreamError> {
+        let client = HttpClient::new(ClientOptions {
+            tls: tls_config(issuer)?,
+            connect_timeout: issuer.upstream_connect_timeout,
+            https_only: issuer.upstream.https,
+            connect_to: Vec::new(),
+        });
         Ok(Upstream {
             client,
             origin: issuer.upstream.origin.clone(),
@@ -141,6 +157,8 @@ impl Upstream {
     /// `GET origin + path` with the fixed header set; only a complete 200 with
     /// a body within the cap is `Ok`.
     pub async fn fetch(&self, path: &str) -> Result<Fetched, FetchError> {
+        // The whole request: this line, these two headers, no body; the
+        // client adds `Host` from the configured origin, and nothing else.
         let req = Request::get(format!("{}{path}", self.origin))
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
@@ -153,13 +171,7 @@ impl Upstream {
     }
 
     async fn exchange(&self, req: Request<Empty<Bytes>>) -> Result<Fetched, FetchError> {
-        let resp = self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                FetchError::Connect(error_chain(&e))
-            } else {
-                FetchError::Other(error_chain(&e))
-            }
-        })?;
+        let resp = self.client.send(req).await?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(FetchError::NotFound),
@@ -167,20 +179,8 @@ impl Upstream {
             s if s.is_redirection() => return Err(FetchError::Redirect(s.as_u16())),
             s => return Err(FetchError::Status(s.as_u16())),
         }
-        if let Some(len) = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-            if len > self.max_bytes as u64 {
-                return Err(FetchError::TooLarge(self.max_bytes));
-            }
-        }
-        let freshness = freshness(resp.headers());
-        let body = Limited::new(resp.into_body(), self.max_bytes).collect().await.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                FetchError::TooLarge(self.max_bytes)
-            } else {
-                FetchError::Other(format!("reading the body: {e}"))
-            }
-        })?;
-        Ok(Fetched { body: body.to_bytes(), freshness })
+        let (head, body) = read_body(resp, self.max_bytes).await?;
+        Ok(Fetched { body, freshness: freshness(&head.headers) })
     }
 }
 
@@ -205,63 +205,28 @@ pub fn freshness(headers: &HeaderMap) -> Freshness {
     out
 }
 
-fn tls_config(issuer: &IssuerConfig) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &issuer.upstream_ca {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("issuer {:?}: upstream_ca {}: {e}", issuer.name, ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!("issuer {:?}: upstream_ca {}: no PEM certificate found", issuer.name, ca.display()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| format!("issuer {:?}: upstream_ca {}: {e}", issuer.name, ca.display()))?;
-        }
-    } else if issuer.upstream.https {
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            return Err(format!(
-                "issuer {:?}: https upstream without upstream_ca, and no system CA certificates were found",
-                issuer.name
-            ));
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    // ALPN (http/1.1 only) is set by the connector's enable_http1().
-    let config = match (&issuer.upstream_client_cert, &issuer.upstream_client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("issuer {:?}: upstream_client_cert {}: {e}", issuer.name, cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("issuer {:?}: upstream_client_key {}: {e}", issuer.name, key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("issuer {:?}: client certificate: {e}", issuer.name))?
-        }
-        _ => builder.with_no_client_auth(),
+/// The issuer's TLS client: its `upstream_ca` alone, or the system roots
+/// for an https upstream without one; its client certificate when set.
+fn tls_config(issuer: &IssuerConfig) -> Result<rustls::ClientConfig, UpstreamError> {
+    let name = || issuer.name.clone();
+    let anchors = match (&issuer.upstream_ca, issuer.upstream.https) {
+        (Some(ca), _) => Anchors::PemFile(ca),
+        (None, true) => Anchors::Platform,
+        (None, false) => Anchors::Empty,
     };
-    Ok(config)
-}
-
-/// Flattens an error and its sources into one line for the log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_str = s.to_string();
-        if !out.contains(&s_str) {
-            out.push_str(": ");
-            out.push_str(&s_str);
+    let roots = trust::root_store(anchors).map_err(|source| match source {
+        TrustError::NoPlatformRoots => UpstreamError::NoSystemRoots { issuer: name() },
+        source => UpstreamError::Anchors { issuer: name(), source },
+    })?;
+    let identity = match (&issuer.upstream_client_cert, &issuer.upstream_client_key) {
+        (Some(cert), Some(key)) => {
+            let file = |field| move |source| UpstreamError::Identity { issuer: name(), field, source };
+            let chain = trust::read_certificates(cert).map_err(file("upstream_client_cert"))?;
+            Some(Identity::new(chain, trust::read_private_key(key).map_err(file("upstream_client_key"))?))
         }
-        cur = s.source();
-    }
-    out
+        _ => None,
+    };
+    trust::client_config(roots, identity).map_err(|source| UpstreamError::Tls { issuer: name(), source })
 }
 
 #[cfg(test)]

@@ -1,2 +1,5 @@
-//! Network building blocks.
+//! Network building blocks every layer uses: address sets, TLS client trust,
+//! and the outbound HTTP client.
+pub mod client;
 pub mod ipset;
+pub mod trust;

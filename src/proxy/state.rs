@@ -94,7 +94,7 @@ impl Snapshot {
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for ic in &config.issuers {
             // Always rebuilt, so a reload re-reads rotated CA and client certificates.
-            let upstream = Arc::new(Upstream::new(ic).map_err(err)?);
+            let upstream = Arc::new(Upstream::new(ic).map_err(|e| err(e.to_string()))?);
             issuers.push(IssuerRuntime { config: ic.clone(), upstream });
         }
         let policy = Policy::from(&config.cache);
@@ -399,7 +399,7 @@ impl Shared {
         let metrics = Arc::new(Metrics::new());
         let ranges = load_ranges(&config, None, &metrics).await?;
         let tls = Tls::start(&config.tls, &metrics)
-            .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })?;
+            .map_err(|e| LoadError::Build { path: config.source.display().to_string(), message: e.to_string() })?;
         let snapshot = Snapshot::build(config, None, ranges, &metrics)?;
         snapshot.restore_persisted();
         Ok(Shared::new(snapshot, tls))
@@ -413,5 +413,5 @@ async fn load_ranges(
 ) -> Result<Arc<Ranges>, LoadError> {
     Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()), metrics.ip_allow_would_deny.clone())
         .await
-        .map_err(|message| LoadError::Build { path: config.source.display().to_string(), message })
+        .map_err(|e| LoadError::Build { path: config.source.display().to_string(), message: e.to_string() })
 }
