@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::admission::ranges::Ranges;
+use crate::admission::ranges::{Ranges, RangesError};
 use crate::admission::ratelimit::RateLimit;
 use crate::config::{Config, ConfigError, IssuerConfig};
-use crate::documents::cache::{Policy, Slot, SlotKey, Source};
+use crate::documents::cache::{Policy, Slot, Source};
 use crate::documents::catalog::{self, DocKind};
-use crate::documents::persist::Persist;
-use crate::documents::upstream::Upstream;
-use crate::edge::tls::Tls;
-use crate::proxy::allowlist::{IssuerId, Lookup, Routes};
+use crate::documents::entry::SlotKey;
+use crate::documents::persist::{OpenError, Persist};
+use crate::documents::upstream::{Upstream, UpstreamError};
+use crate::edge::tls::{Tls, TlsError};
+use crate::proxy::allowlist::{Conflict, IssuerId, Lookup, Routes};
 use crate::telemetry::metrics::Metrics;
 
 /// A served document: its cache slot and where it comes from.
@@ -70,8 +71,31 @@ pub struct Snapshot {
 pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{path}: {message}")]
-    Build { path: String, message: String },
+    /// The file is valid but what it names cannot be set up.
+    #[error("{path}: {source}")]
+    Build { path: String, source: Box<BuildError> },
+}
+
+/// What a valid configuration names that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Allowlist(#[from] Conflict),
+    #[error(transparent)]
+    CacheDir(#[from] OpenError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Ranges(#[from] RangesError),
+}
+
+impl LoadError {
+    /// `source`, attributed to the configuration file.
+    fn build(config: &Config, source: impl Into<BuildError>) -> LoadError {
+        LoadError::Build { path: config.source.display().to_string(), source: Box::new(source.into()) }
+    }
 }
 
 impl Snapshot {
@@ -82,19 +106,18 @@ impl Snapshot {
         ranges: Arc<Ranges>,
         metrics: &Arc<Metrics>,
     ) -> Result<Snapshot, LoadError> {
-        let err = |message: String| LoadError::Build { path: config.source.display().to_string(), message };
-        let routes = Routes::build(&config).map_err(|e| err(e.to_string()))?;
+        let routes = Routes::build(&config).map_err(|e| LoadError::build(&config, e))?;
         let persist = match &config.cache.dir {
             Some(dir) => match previous.and_then(|p| p.persist.as_ref()).filter(|p| p.dir() == dir.as_path()) {
                 Some(p) => Some(Arc::clone(p)),
-                None => Some(Arc::new(Persist::open(dir).map_err(|e| err(e.to_string()))?)),
+                None => Some(Arc::new(Persist::open(dir).map_err(|e| LoadError::build(&config, e))?)),
             },
             None => None,
         };
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for ic in &config.issuers {
             // Always rebuilt, so a reload re-reads rotated CA and client certificates.
-            let upstream = Arc::new(Upstream::new(ic).map_err(|e| err(e.to_string()))?);
+            let upstream = Arc::new(Upstream::new(ic).map_err(|e| LoadError::build(&config, e))?);
             issuers.push(IssuerRuntime { config: ic.clone(), upstream });
         }
         let policy = Policy::from(&config.cache);
@@ -398,8 +421,7 @@ impl Shared {
         let config = Config::load(path)?;
         let metrics = Arc::new(Metrics::new());
         let ranges = load_ranges(&config, None, &metrics).await?;
-        let tls = Tls::start(&config.tls, &metrics)
-            .map_err(|e| LoadError::Build { path: config.source.display().to_string(), message: e.to_string() })?;
+        let tls = Tls::start(&config.tls, &metrics).map_err(|e| LoadError::build(&config, e))?;
         let snapshot = Snapshot::build(config, None, ranges, &metrics)?;
         snapshot.restore_persisted();
         Ok(Shared::new(snapshot, tls))
@@ -413,5 +435,5 @@ async fn load_ranges(
 ) -> Result<Arc<Ranges>, LoadError> {
     Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()), metrics.ip_allow_would_deny.clone())
         .await
-        .map_err(|e| LoadError::Build { path: config.source.display().to_string(), message: e.to_string() })
+        .map_err(|e| LoadError::build(config, e))
 }

@@ -69,7 +69,15 @@ pub(super) struct AcmeResolver {
     status: AcmeStatus,
 }
 
-type AcmeStatus = Arc<Mutex<HashMap<String, Result<(), String>>>>;
+type AcmeStatus = Arc<Mutex<HashMap<String, DomainState>>>;
+
+/// Where one domain's certificate stands.
+#[derive(Debug, Clone)]
+enum DomainState {
+    Deployed,
+    /// No certificate yet; what the CA or the order last said.
+    Failing(String),
+}
 
 impl fmt::Debug for AcmeResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,8 +133,8 @@ impl AcmeResolver {
             .domains
             .iter()
             .filter_map(|d| match status.get(d) {
-                Some(Ok(())) => None,
-                Some(Err(e)) => Some(Pending::Refused { domain: d.clone(), said: e.clone() }),
+                Some(DomainState::Deployed) => None,
+                Some(DomainState::Failing(e)) => Some(Pending::Refused { domain: d.clone(), said: e.clone() }),
                 None => Some(Pending::InProgress { domain: d.clone() }),
             })
             .collect();
@@ -169,14 +177,14 @@ fn spawn_driver(
                         _ => {}
                     }
                     if matches!(ok, rustls_acme::EventOk::DeployedCachedCert | rustls_acme::EventOk::DeployedNewCert) {
-                        status.insert(domain.clone(), Ok(()));
+                        status.insert(domain.clone(), DomainState::Deployed);
                     }
                 }
                 Err(err) => {
                     tracing::error!(domain = %domain, "acme: {err}");
                     count("error");
-                    if !matches!(status.get(&domain), Some(Ok(()))) {
-                        status.insert(domain.clone(), Err(err.to_string()));
+                    if !matches!(status.get(&domain), Some(DomainState::Deployed)) {
+                        status.insert(domain.clone(), DomainState::Failing(err.to_string()));
                     }
                 }
             }
