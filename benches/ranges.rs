@@ -9,9 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use wif_proxy::admission::ranges::parse;
 use wif_proxy::config::{RangeFormat, RangeSourceConfig};
-use wif_proxy::net::ipset::IpSet;
+use wif_proxy::parse_ranges as parse;
+use wif_proxy::IpSet;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use wif_proxy::config::{Config, RangeFormat, RangeSourceConfig};
-use wif_proxy::net::ipset::IpSet;
-use wif_proxy::proxy::allowlist::{Lookup, Routes};
+use wif_proxy::IpSet;
+use wif_proxy::{Lookup, Routes};
 
 /// One fuzz target's check.
 pub type Check = fn(&[u8]);
@@ -103,12 +103,7 @@ pub fn proxy_header(data: &[u8]) {
     let peer: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
     let trusted = IpSet::new(&["127.0.0.0/8".parse().expect("net")]);
     let mut stream = tokio::io::AsyncReadExt::chain(&bytes[..split], &bytes[split..]);
-    let result = RUNTIME.block_on(wif_proxy::edge::clientip::read_proxy_header(
-        &mut stream,
-        peer,
-        &trusted,
-        Duration::from_secs(1),
-    ));
+    let result = RUNTIME.block_on(wif_proxy::read_proxy_header(&mut stream, peer, &trusted, Duration::from_secs(1)));
     if let Ok((_, rest)) = result {
         let mut after = rest.to_vec();
         RUNTIME.block_on(tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut after)).expect("read slices");
@@ -129,15 +124,12 @@ pub fn ranges(data: &[u8]) {
         RangeFormat::Azure,
         RangeFormat::Oracle,
     ][usize::from(f) % 6];
-    let Ok(nets) = wif_proxy::admission::ranges::parse(&RangeSourceConfig::unfiltered("fuzz", format), doc) else {
+    let Ok(nets) = wif_proxy::parse_ranges(&RangeSourceConfig::unfiltered("fuzz", format), doc) else {
         return;
     };
     let text: String = nets.iter().map(|n| format!("{n}\n")).collect();
-    let again = wif_proxy::admission::ranges::parse(
-        &RangeSourceConfig::unfiltered("fuzz", RangeFormat::Cidrs),
-        text.as_bytes(),
-    )
-    .expect("our own output parses");
+    let again = wif_proxy::parse_ranges(&RangeSourceConfig::unfiltered("fuzz", RangeFormat::Cidrs), text.as_bytes())
+        .expect("our own output parses");
     assert_eq!(again, nets, "round trip through the CIDR format");
     let set = IpSet::new(&nets);
     for n in &nets {

@@ -10,12 +10,34 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admission;
 pub mod config;
-pub mod documents;
-pub mod edge;
-pub mod files;
-pub mod net;
-pub mod proxy;
-pub mod server;
-pub mod telemetry;
+
+mod admission;
+mod documents;
+mod edge;
+mod files;
+mod net;
+mod proxy;
+mod server;
+mod telemetry;
+
+// The proxy: load a configuration, bind, serve.
+pub use proxy::state::{BuildError, LoadError, Shared};
+pub use server::Server;
+
+// What `check`, `ranges` and `doctor` show, and what the tests and fuzzers
+// probe.
+pub use admission::ranges::{parse as parse_ranges, Ranges};
+pub use documents::catalog::{expected, DocKind, Expected};
+pub use documents::upstream::Upstream;
+pub use edge::clientip::read_proxy_header;
+pub use edge::tls::leaf_facts;
+pub use net::ipset::IpSet;
+pub use net::{client, trust};
+pub use proxy::allowlist::{IssuerId, Lookup, RouteId, Routes};
+pub use proxy::response::error_body;
+
+/// The log thread: one writer for access lines and `tracing` events.
+pub mod log {
+    pub use crate::telemetry::accesslog::{start, Format, Guard, LogWriter};
+}

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use wif_proxy::config::Config;
-use wif_proxy::documents::upstream::Upstream;
-use wif_proxy::proxy::allowlist::Routes;
-use wif_proxy::proxy::state::Shared;
-use wif_proxy::server::Server;
+use wif_proxy::Routes;
+use wif_proxy::Server;
+use wif_proxy::Shared;
+use wif_proxy::Upstream;
 
 mod doctor;
 
@@ -95,13 +95,13 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr from one thread (`accesslog`): requests never wait for
 /// a `write`, access lines are formatted there, and `tracing` events share
 /// the same writer. The guard flushes on exit.
-fn init_logging(format: LogFormat) -> Option<wif_proxy::telemetry::accesslog::Guard> {
+fn init_logging(format: LogFormat) -> Option<wif_proxy::log::Guard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WIF_PROXY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let guard = match wif_proxy::telemetry::accesslog::start(match format {
-        LogFormat::Text => wif_proxy::telemetry::accesslog::Format::Text,
-        LogFormat::Json => wif_proxy::telemetry::accesslog::Format::Json,
+    let guard = match wif_proxy::log::start(match format {
+        LogFormat::Text => wif_proxy::log::Format::Text,
+        LogFormat::Json => wif_proxy::log::Format::Json,
     }) {
         Ok(g) => Some(g),
         Err(e) => {
@@ -109,10 +109,8 @@ fn init_logging(format: LogFormat) -> Option<wif_proxy::telemetry::accesslog::Gu
             None
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(wif_proxy::telemetry::accesslog::LogWriter)
-        .with_ansi(ansi);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(wif_proxy::log::LogWriter).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -187,8 +185,8 @@ fn doctor(config_path: &Path, issuer: Option<&str>, opts: &doctor::Options, json
             routes
                 .routes
                 .iter()
-                .filter(|r| r.kind == wif_proxy::documents::catalog::DocKind::Discovery)
-                .map(|r| wif_proxy::documents::catalog::expected(&config.issuers[r.issuer], &r.path).issuer)
+                .filter(|r| r.kind == wif_proxy::DocKind::Discovery)
+                .map(|r| wif_proxy::expected(&config.issuers[r.issuer], &r.path).issuer)
                 .collect()
         }
     };
@@ -239,9 +237,7 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
     };
     let loaded = runtime.block_on(async {
         let started = std::time::Instant::now();
-        wif_proxy::admission::ranges::Ranges::load(&config.ip_allow, None, Default::default())
-            .await
-            .map(|r| (r, started.elapsed()))
+        wif_proxy::Ranges::load(&config.ip_allow, None, Default::default()).await.map(|r| (r, started.elapsed()))
     });
     let (ranges, took) = match loaded {
         Ok(r) => r,

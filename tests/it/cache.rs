@@ -185,7 +185,7 @@ async fn outages_serve_the_last_good_document_until_max_stale() {
         let r = p.get(path).await;
         let expected = if path.contains("/gone/") { 404 } else { 503 };
         assert_eq!(r.status, expected, "{path} after max_stale: {}", r.text());
-        assert_eq!(r.text(), wif_proxy::proxy::response::error_body(http::StatusCode::from_u16(expected).unwrap()));
+        assert_eq!(r.text(), wif_proxy::error_body(http::StatusCode::from_u16(expected).unwrap()));
     }
     // The issuer was not flooded: backoff between failed attempts.
     for name in &ns {

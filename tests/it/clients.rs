@@ -40,7 +40,7 @@ async fn a_flooding_client_is_limited_and_others_are_not() {
     }
     let r = limited.expect("the flooding client was limited");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(r.text(), wif_proxy::proxy::response::error_body(http::StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(r.text(), wif_proxy::error_body(http::StatusCode::TOO_MANY_REQUESTS));
     // Denied paths count too: the limiter runs before anything else.
     assert_eq!(get_from("127.0.0.2", p.addr, "/v1/sys/health").await.unwrap().status, 429);
     // Another address is unaffected; an exempt one is never limited.
@@ -210,7 +210,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(with_xff(Some("127.0.0.10"), "203.0.113.9").await, Some(403), "untrusted peer: its header is ignored");
     let r = parse_responses(&raw(p.addr, &get_req(root_keys())).await, false).remove(0);
     assert_eq!(r.status, 403, "no header: the (trusted proxy) peer itself is the client");
-    assert_eq!(r.text(), wif_proxy::proxy::response::error_body(http::StatusCode::FORBIDDEN));
+    assert_eq!(r.text(), wif_proxy::error_body(http::StatusCode::FORBIDDEN));
 }
 
 #[tokio::test]

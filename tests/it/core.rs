@@ -205,7 +205,7 @@ async fn upstream_failures_map_to_fixed_errors() {
     for (name, _, status) in &cases {
         let r = p.get(&ns_keys(name)).await;
         assert_eq!(r.status, *status, "{name}: {}", r.text());
-        let expected = wif_proxy::proxy::response::error_body(http::StatusCode::from_u16(*status).unwrap());
+        let expected = wif_proxy::error_body(http::StatusCode::from_u16(*status).unwrap());
         assert_eq!(r.text(), expected, "{name}: only our fixed body");
         assert_eq!(r.header("cache-control"), Some("no-store"));
         assert_no_leak(&r);

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use proptest::prelude::*;
-use wif_proxy::net::ipset::IpSet;
-use wif_proxy::proxy::allowlist::Lookup;
+use wif_proxy::IpSet;
+use wif_proxy::Lookup;
 
 // The same allowlist the route fuzzer checks.
 use crate::fuzz::checks::ROUTES;

@@ -74,7 +74,7 @@ pub(super) fn tls_checks(r: &mut Report, name: &'static str, f: &Fetched) {
         None => r.add(name, Status::Pass, "the chain verifies"),
     }
     if let Some(leaf) = f.chain.first() {
-        if let Ok(facts) = wif_proxy::edge::tls::leaf_facts(leaf) {
+        if let Ok(facts) = wif_proxy::leaf_facts(leaf) {
             let days = facts.not_after.duration_since(SystemTime::now()).map_or(-1, |d| (d.as_secs() / 86_400) as i64);
             let status = match days {
                 d if d < 0 => Status::Fail,

@@ -15,8 +15,8 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::RootCertStore;
 
-use wif_proxy::net::client::{read_body, BodyError, ClientOptions, ConnectTo, HttpClient, SendError};
-use wif_proxy::net::trust::{self, Anchors, TrustError};
+use wif_proxy::client::{read_body, BodyError, ClientOptions, ConnectTo, HttpClient, SendError};
+use wif_proxy::trust::{self, Anchors, TrustError};
 
 use super::{Options, FETCH_TIMEOUT};
 

@@ -40,8 +40,8 @@ mod acme;
 mod cert;
 mod files;
 
-pub use acme::{AcmeError, NotReady, Pending};
-pub use cert::{leaf_facts, CertError, LeafError, LeafFacts};
+pub use acme::{AcmeError, NotReady};
+pub use cert::{leaf_facts, CertError};
 
 use acme::AcmeResolver;
 use files::{poll_files, FilesResolver};

@@ -17,8 +17,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
-use wif_proxy::proxy::state::Shared;
-use wif_proxy::server::Server;
+use wif_proxy::Server;
+use wif_proxy::Shared;
 
 pub use standin::{Behavior, StandIn, PUBLIC_URL};
 
