@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::ops::Index;
 
 use regex::Regex;
 
@@ -29,7 +28,17 @@ pub struct IssuerId(usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RouteId(usize);
 
+impl RouteId {
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+}
+
 impl IssuerId {
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+
     /// Every issuer of `config`, in order.
     pub fn all(config: &Config) -> impl Iterator<Item = IssuerId> {
         (0..config.issuers.len()).map(IssuerId)
@@ -39,16 +48,17 @@ impl IssuerId {
 /// Typed indexing: an id indexes only the vectors it was made for.
 macro_rules! indexed_by {
     ($id:ty => $($t:ty),+) => {$(
-        impl Index<$id> for Vec<$t> {
+        impl std::ops::Index<$id> for Vec<$t> {
             type Output = $t;
             fn index(&self, id: $id) -> &$t {
-                &self[id.0]
+                &self[id.index()]
             }
         }
     )+};
 }
-indexed_by!(IssuerId => IssuerConfig, crate::proxy::state::IssuerRuntime);
-indexed_by!(RouteId => Route, crate::proxy::state::Doc);
+pub(crate) use indexed_by;
+indexed_by!(IssuerId => IssuerConfig);
+indexed_by!(RouteId => Route);
 
 /// Two issuers claim one path on one host.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use crate::documents::entry::SlotKey;
 use crate::documents::persist::{OpenError, Persist};
 use crate::documents::upstream::{Upstream, UpstreamError};
 use crate::edge::tls::{Tls, TlsError};
-use crate::proxy::allowlist::{Conflict, IssuerId, Lookup, Routes};
+use crate::proxy::allowlist::{indexed_by, Conflict, IssuerId, Lookup, RouteId, Routes};
 use crate::telemetry::metrics::Metrics;
 
 /// A served document: its cache slot and where it comes from.
@@ -38,6 +38,9 @@ pub struct Doc {
     /// `wif_proxy_requests_total` for this document, per status class.
     pub requests: [prometheus_client::metrics::counter::Counter; 4],
 }
+
+indexed_by!(IssuerId => IssuerRuntime);
+indexed_by!(RouteId => Doc);
 
 /// Per-issuer runtime state.
 #[derive(Debug)]
