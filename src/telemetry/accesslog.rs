@@ -260,6 +260,40 @@ fn report_left_out(out: &mut Vec<u8>, format: Format) {
     }
 }
 
+/// What stands before each field of an access line, per format.
+struct Keys {
+    method: &'static [u8],
+    uri: &'static [u8],
+    version: &'static [u8],
+    /// status, bytes, duration_us
+    numbers: [&'static [u8]; 3],
+    /// issuer, doc, cache, deny
+    words: [&'static [u8]; 4],
+    /// Text lines leave empty words out; JSON lines keep every key.
+    skip_empty: bool,
+    end: &'static [u8],
+}
+
+const TEXT_KEYS: Keys = Keys {
+    method: b" method=",
+    uri: b" uri=",
+    version: b" version=",
+    numbers: [b" status=", b" bytes=", b" duration_us="],
+    words: [b" issuer=", b" doc=", b" cache=", b" deny="],
+    skip_empty: true,
+    end: b"",
+};
+
+const JSON_KEYS: Keys = Keys {
+    method: b"\",\"method\":\"",
+    uri: b"\",\"uri\":\"",
+    version: b"\",\"version\":\"",
+    numbers: [b"\",\"status\":", b",\"bytes\":", b",\"duration_us\":"],
+    words: [b",\"issuer\":\"", b"\",\"doc\":\"", b"\",\"cache\":\"", b"\",\"deny\":\""],
+    skip_empty: false,
+    end: b"\"}",
+};
+
 /// Appends one access line. Client-controlled bytes (method, target) are
 /// escaped: printable ASCII only, `"` and `\` and everything else as `\xNN`
 /// (`\u00NN` in JSON), so a line is always one line and, in JSON, valid.
@@ -274,32 +308,10 @@ pub fn format_record(out: &mut Vec<u8>, r: &Record, format: Format) {
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/?",
     };
-    match format {
+    let keys = match format {
         Format::Text => {
             let _ = write!(out, "{ts}  INFO access: client={}", r.client);
-            out.extend_from_slice(b" method=");
-            escape_into(out, &r.method, format);
-            out.extend_from_slice(b" uri=");
-            escape_into(out, &r.target, format);
-            out.extend_from_slice(b" version=");
-            out.extend_from_slice(version.as_bytes());
-            out.extend_from_slice(b" status=");
-            out.extend_from_slice(n.format(r.status).as_bytes());
-            out.extend_from_slice(b" bytes=");
-            out.extend_from_slice(n.format(r.bytes).as_bytes());
-            out.extend_from_slice(b" duration_us=");
-            out.extend_from_slice(n.format(r.duration_us).as_bytes());
-            for (key, value) in [
-                (&b" issuer="[..], r.issuer.as_bytes()),
-                (b" doc=", r.doc.as_bytes()),
-                (b" cache=", r.cache.as_bytes()),
-                (b" deny=", r.deny.as_bytes()),
-            ] {
-                if !value.is_empty() {
-                    out.extend_from_slice(key);
-                    out.extend_from_slice(value);
-                }
-            }
+            &TEXT_KEYS
         }
         Format::Json => {
             let _ = write!(
@@ -307,30 +319,28 @@ pub fn format_record(out: &mut Vec<u8>, r: &Record, format: Format) {
                 "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"target\":\"access\",\"client\":\"{}",
                 r.client
             );
-            out.extend_from_slice(b"\",\"method\":\"");
-            escape_into(out, &r.method, format);
-            out.extend_from_slice(b"\",\"uri\":\"");
-            escape_into(out, &r.target, format);
-            out.extend_from_slice(b"\",\"version\":\"");
-            out.extend_from_slice(version.as_bytes());
-            out.extend_from_slice(b"\",\"status\":");
-            out.extend_from_slice(n.format(r.status).as_bytes());
-            out.extend_from_slice(b",\"bytes\":");
-            out.extend_from_slice(n.format(r.bytes).as_bytes());
-            out.extend_from_slice(b",\"duration_us\":");
-            out.extend_from_slice(n.format(r.duration_us).as_bytes());
-            for (key, value) in [
-                (&b",\"issuer\":\""[..], r.issuer.as_bytes()),
-                (b"\",\"doc\":\"", r.doc.as_bytes()),
-                (b"\",\"cache\":\"", r.cache.as_bytes()),
-                (b"\",\"deny\":\"", r.deny.as_bytes()),
-            ] {
-                out.extend_from_slice(key);
-                out.extend_from_slice(value);
-            }
-            out.extend_from_slice(b"\"}");
+            &JSON_KEYS
+        }
+    };
+    out.extend_from_slice(keys.method);
+    escape_into(out, &r.method, format);
+    out.extend_from_slice(keys.uri);
+    escape_into(out, &r.target, format);
+    out.extend_from_slice(keys.version);
+    out.extend_from_slice(version.as_bytes());
+    for (key, value) in keys.numbers.iter().zip([u64::from(r.status), r.bytes, r.duration_us]) {
+        out.extend_from_slice(key);
+        out.extend_from_slice(n.format(value).as_bytes());
+    }
+    for (key, value) in
+        keys.words.iter().zip([r.issuer.as_bytes(), r.doc.as_bytes(), r.cache.as_bytes(), r.deny.as_bytes()])
+    {
+        if !(value.is_empty() && keys.skip_empty) {
+            out.extend_from_slice(key);
+            out.extend_from_slice(value);
         }
     }
+    out.extend_from_slice(keys.end);
     out.push(b'\n');
 }
 

@@ -22,65 +22,29 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub use crate::telemetry::events::{CacheEvent, Deny};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub issuer: String,
-    pub document: &'static str,
-    pub status_class: &'static str,
+/// Declares label sets: each row a struct whose fields are its labels.
+macro_rules! label_sets {
+    ($($name:ident { $($field:ident: $ty:ty),+ })*) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        pub struct $name {
+            $(pub $field: $ty,)+
+        }
+    )*};
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
-    pub event: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabels {
-    pub issuer: String,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IssuerLabels {
-    pub issuer: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DocumentLabels {
-    pub issuer: String,
-    pub document: &'static str,
-    pub namespace: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NamespaceLabels {
-    pub issuer: String,
-    pub namespace: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HostLabels {
-    pub host: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabels {
-    pub source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub version: &'static str,
+// Label values are bounded: names from the configuration, fixed words.
+label_sets! {
+    RequestLabels { issuer: String, document: &'static str, status_class: &'static str }
+    ReasonLabels { reason: &'static str }
+    EventLabels { event: &'static str }
+    UpstreamLabels { issuer: String, outcome: &'static str }
+    IssuerLabels { issuer: String }
+    DocumentLabels { issuer: String, document: &'static str, namespace: String }
+    NamespaceLabels { issuer: String, namespace: String }
+    HostLabels { host: String }
+    SourceLabels { source: String }
+    OutcomeLabels { outcome: &'static str }
+    VersionLabels { version: &'static str }
 }
 
 /// Buckets of [`LatencyHistogram`]: upper bounds 100 µs × 2^i, i = 0..18
