@@ -23,6 +23,13 @@ server's: how many more requests the server's CPUs could carry. Where the
 load generator, not the server, is the bottleneck (a new TLS handshake per
 request costs the client more than the server) req/s are close for every
 server, and this is the column that tells them apart.
+
+"CPU use" is the CPU time the server got per second of the run (1.0 = one
+CPU's worth). Pinned, a server that saturates its CPU shows close to 100%;
+much less means the load generator was the bottleneck or, on a shared
+machine, that other work took the CPU. Then req/s measure the share of the
+CPU each server won -- a server with more busy threads wins more -- and CPU
+time per request is the figure to compare.
 """
 
 import collections
@@ -96,8 +103,11 @@ def best_peer(d):
 targets = []  # (layout, scenario, server, best, rps ratio, rounds, p99 pair, ceiling ratio)
 for layout in data:
     print(f"\n### {layout}\n")
-    print("| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | vs best peer | CPU vs best peer | vs ceiling | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | CPU use | vs best peer | CPU vs best peer "
+        "| vs ceiling | errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for scen in SCENARIOS:
         d = data[layout][scen]
         best = best_peer(d)
@@ -105,17 +115,39 @@ for layout in data:
             if not d.get(name):
                 continue
             rps, p50, p99, cpu, errs = medians(d, name)
+            # CPUs' worth of time the server got: well under its CPUs when
+            # the load generator is the bottleneck, or other work on the
+            # machine takes the CPU.
+            use = med([v[0] * v[3] / 1e6 for v in d[name].values() if v[0] and v[3]])
             vb = med(ratios(d, name, best)) if best else None
             cb = med(ratios(d, name, best, 3, inverse=True)) if best else None
             vc = med(ratios(d, name, "ceiling")) if d.get("ceiling") else None
             label = f"{name} (best peer)" if name == best else name
             print(
                 f"| {scen} | {label} | {fmt(rps, '{:,.0f}')} | {fmt(p50)} | {fmt(p99)} | {fmt(cpu, '{:.1f}')} "
-                f"| {fmt(vb, '{:.2f}x')} | {fmt(cb, '{:.2f}x')} | {fmt(vc and vc * 100, '{:.0f}%')} | {errs} |"
+                f"| {fmt(use, '{:.0%}')} | {fmt(vb, '{:.2f}x')} | {fmt(cb, '{:.2f}x')} | {fmt(vc and vc * 100, '{:.0f}%')} | {errs} |"
             )
             if name in WIFS and best:
                 _, _, bp99, _, _ = medians(d, best)
                 targets.append((layout, scen, name, best, vb, ratios(d, name, best), (p99, bp99), vc))
+
+# Over HTTP/1.1 keep-alive the ceiling keeps its CPU busy (pinned), or most
+# of one CPU with the load generator on the other (shared), unless something
+# else takes the CPUs: then every req/s figure is a CPU share.
+busy = []
+for layout in data:
+    d = data[layout]["http-keepalive"]
+    uses = [v[0] * v[3] / 1e6 for v in d.get("ceiling", {}).values() if v[0] and v[3]]
+    if uses and med(uses) < 0.8:
+        busy.append(f"{layout}: the ceiling got {med(uses):.0%} of a CPU")
+if busy:
+    print(
+        "\n**The machine was busy with other work** ("
+        + "; ".join(busy)
+        + " over HTTP/1.1 keep-alive, where it keeps a CPU busy when nothing else runs). "
+        "req/s then measure the share of the CPU each server won, which favours servers with more "
+        "busy threads; compare CPU time per request instead, and measure again on a quiet machine."
+    )
 
 print("\n### Targets\n")
 print(

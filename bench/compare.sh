@@ -208,16 +208,21 @@ for layout in $layouts; do
       for i in $(seq 0 $((nserv - 1))); do run "$layout" "$r" "$scenario" "${servers[$(((r + i) % nserv))]}"; done
     done
   done
-  # Every document came from the cache: the issuer was asked only for
-  # refreshes (a server that did not cache would have asked thousands of
-  # times).
+  # The documents came from the cache: the issuer was asked for refreshes
+  # only. A server that did not cache would ask once per request; HAProxy's
+  # cache, which does not collapse concurrent misses, asks once per request
+  # waiting when an entry expires (up to 64 here). The run stops above 1% of
+  # the documents served.
   tail -n +$((before_rounds + 1)) "$work/issuer.log" > "$work/asked.log"
   line="issuer requests while measuring:"
   for s in "${servers[@]}"; do
     [ -n "${issuer_port[$s]:-}" ] || continue
     c=$(grep -c "\"port\": ${issuer_port[$s]}," "$work/asked.log" || true)
-    line+=" $s $c;"
-    [ "$c" -le 100 ] || { echo "$s asked the issuer $c times while measuring: it is not caching" >&2; exit 1; }
+    served=$(awk -F'\t' -v l="$layout" -v s="$s" -v t="$secs" \
+      '$1 == l && $4 == s && $3 != "denied-path" {n += $5 * t} END {printf "%d", n}' "$results")
+    line+=" $s $c (of $served documents served);"
+    [ "$c" -le $((served / 100)) ] ||
+      { echo "$s asked the issuer $c times for $served documents served: it is not caching" >&2; exit 1; }
   done
   echo "${line%;}"
   line="peak RSS ($layout):"
