@@ -159,7 +159,7 @@ run() { # layout round scenario server
 }
 
 echo "wif-proxy: $wif_bin ($(sha256sum "$wif_bin" | cut -c1-12)), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(date -u +%FT%TZ)"
-echo "peers: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(varnishd -V 2>&1 | head -1 | sed 's/.*(\(varnish-[0-9.]*\).*/\1/'), $(hitch --version 2>&1 | head -1)"
+echo "peers: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | sed -n '1s/^\(HAProxy version [^ ]*\).*/\1/p'), $(varnishd -V 2>&1 | sed -n 1p | sed 's/.*(\(varnish-[0-9.]*\).*/\1/'), $(hitch --version 2>&1 | sed -n 1p)"
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 for layout in $layouts; do
   if [ "$layout" = pinned ]; then
