@@ -1,192 +1,249 @@
 #!/usr/bin/env bash
-# Side-by-side: wif-proxy, nginx (the equivalent allowlisting proxy with
-# proxy_cache + proxy_cache_use_stale, one worker per server CPU) and a bare hyper
-# server returning the same bytes (the ceiling), under the same load
-# generators, interleaved and repeated. Loopback only; bounded in time.
+# Side-by-side: wif-proxy (access log on, the production default, and off),
+# the equivalent allowlisting caches a user would build from nginx, HAProxy
+# and Varnish (+ hitch for TLS) with their logs off (bench/peers/), and a bare
+# hyper server returning the same bytes (the ceiling), under the same load
+# generators, interleaved and repeated, in two CPU layouts. Before anything
+# is measured, bench/check-equivalence.py checks that every server serves the
+# same documents and refuses the same requests. Then the memory each holds
+# with 10,000 idle TLS connections (bench/idle-rss.sh), and a report of every
+# target (bench/compare-report.py). Loopback only; bounded in time.
 #
-# Usage: bench/compare.sh [seconds-per-run] [rounds]
-#   PIN=1 (default on 2+ CPUs): the servers run on SERVER_CPUS, the load
-#         generators on LOAD_CPUS (default: the first half of the CPUs and the
-#         rest), so the load generator cannot take the server's CPU time and
-#         each server is measured on the same, known cores. nginx gets one
-#         worker per server CPU; the tokio runtimes size themselves to the
-#         affinity mask.
-#   PIN=0: everything shares every CPU (one nginx worker per CPU).
-# Needs: wrk, h2load (nghttp2-client), nginx (nginx-light), openssl, python3,
-# taskset (util-linux).
-set -euo pipefail
+# Usage: bench/compare.sh [seconds-per-run] [rounds]      (default 2 s, 7 rounds)
+#   LAYOUTS="pinned shared"  both by default, one after the other:
+#       pinned: the servers on SERVER_CPUS, the load generators on LOAD_CPUS
+#               (default: the first half of the CPUs and the rest);
+#       shared: every process on every CPU.
+#     Every server gets one worker (process, thread or pool) per CPU it may
+#     use; the tokio runtimes size themselves to the affinity mask.
+#   WIF_LOG=both|on|off  wif-proxy with its access log on (as deployed), off,
+#                        or both as two servers (default: both)
+#   PEERS="nginx haproxy varnish"  the peers to run (default: all three)
+#   WIF_BIN=... CEILING_BIN=...    measure these binaries instead of building
+#   IDLE_N=10000   idle TLS connections for the memory comparison; 0 skips it
+#   KEEP=dir       keep the raw results (results.tsv, idle.tsv) in dir
+# Needs: wrk, h2load (nghttp2-client), nginx (nginx-light), haproxy, varnish,
+# hitch, curl, openssl, python3, taskset (util-linux).
+set -Eeuo pipefail
+trap 'echo "compare.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 secs=${1:-2}
-rounds=${2:-15}
-for t in wrk h2load nginx openssl python3 taskset; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+rounds=${2:-7}
+for t in wrk h2load nginx haproxy varnishd hitch curl openssl python3 taskset; do
+  command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }
+done
 ncpu=$(nproc)
-pin=${PIN:-$([ "$ncpu" -ge 2 ] && echo 1 || echo 0)}
-if [ "$pin" = 1 ]; then
-  half=$((ncpu / 2))
-  server_cpus=${SERVER_CPUS:-0-$((half - 1))}
-  load_cpus=${LOAD_CPUS:-$half-$((ncpu - 1))}
-else
-  server_cpus=${SERVER_CPUS:-0-$((ncpu - 1))}
-  load_cpus=${LOAD_CPUS:-0-$((ncpu - 1))}
-fi
-server_ncpu=$(taskset -c "$server_cpus" nproc)
-# Arrays, not functions: a backgrounded function runs in a subshell, and $!
-# would name the subshell instead of the server.
-srv=(taskset -c "$server_cpus")
-load=(taskset -c "$load_cpus")
-echo "servers on CPUs $server_cpus ($server_ncpu), load generators on CPUs $load_cpus"
-cargo build --release --quiet --bin wif-proxy --example ceiling
+layouts=${LAYOUTS:-$([ "$ncpu" -ge 2 ] && echo "pinned shared" || echo shared)}
+case ${WIF_LOG:-both} in
+  both) wifs=(wif wif-nolog) ;;
+  on) wifs=(wif) ;;
+  off) wifs=(wif-nolog) ;;
+  *) echo "WIF_LOG is both, on or off" >&2; exit 1 ;;
+esac
+read -r -a peers <<<"${PEERS:-nginx haproxy varnish}"
+servers=("${wifs[@]}" "${peers[@]}" ceiling)
+nserv=${#servers[@]}
+scenarios=(http-keepalive https-keepalive https-new-conn h2 denied-path)
+
+. bench/lib.sh
+build_bins ceiling
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  stop_servers
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.tsv "$KEEP"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
-# The issuer: a static file server with a Vault-shaped JWKS (~1 KB).
-. bench/lib.sh
+# The issuer stand-in, one port per server, so that what each asked is known.
 make_issuer_docs "$work/issuer" https://wif.example.com
-python3 -m http.server 19200 --bind 127.0.0.1 --directory "$work/issuer" >/dev/null 2>&1 & pids+=($!)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
-  -days 2 -subj /CN=wif.example.com -addext subjectAltName=DNS:wif.example.com 2>/dev/null
+make_cert "$work"
+declare -A issuer_port=([wif]=19200 [wif-nolog]=19201 [nginx]=19202 [haproxy]=19203 [varnish]=19204)
+python3 bench/issuer.py "$work/issuer" "$work/issuer.log" 19200 19201 19202 19203 19204 & pids+=($!)
 path=/v1/identity/oidc/plugins/.well-known/keys
-
-# wif-proxy: plain on 19080, TLS on 19443 (access log off, as nginx below).
-for mode in plain tls; do
-  port=19080; admin=19081; tls=""
-  if [ $mode = tls ]; then
-    port=19443; admin=19444
-    tls=$(printf '[tls]\nmode = "files"\n[[tls.certificate]]\ncert = "%s/cert.pem"\nkey = "%s/key.pem"' "$work" "$work")
-  fi
-  cat > "$work/wif-$mode.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-admin_listen = "127.0.0.1:$admin"
-public_url = "https://wif.example.com"
-max_connections = 20000
-max_connections_per_ip = 20000
-[log]
-access = false
-[rate_limit]
-enabled = false
-$tls
-[[issuer]]
-name = "vault"
-kind = "vault-plugin-wif"
-upstream = "http://127.0.0.1:19200"
-TOML
-  "${srv[@]}" ./target/release/wif-proxy --config "$work/wif-$mode.toml" 2>"$work/wif-$mode.log" & pids+=($!)
-  eval "wif_${mode}_pid=$!"
-done
-
-# nginx: the same allowlist, cache, stale serving.
-mkdir -p "$work/nginx/cache"
-# nginx workers run as an unprivileged user: they must reach the cache, or
-# nginx silently proxies every request and the comparison is meaningless.
-chmod 755 "$work"
-chown -R nobody "$work/nginx" 2>/dev/null || chmod -R 777 "$work/nginx"
-cat > "$work/nginx.conf" <<NGINX
-worker_processes $server_ncpu;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  # nginx closes a connection after 1,000 requests by default; h2load does
-  # not reconnect, so the cap, not nginx, would set its h2 rate.
-  keepalive_requests 1000000;
-  proxy_cache_path $work/nginx/cache keys_zone=docs:1m max_size=10m;
-  upstream issuer { server 127.0.0.1:19200; keepalive 8; }
-  server {
-    listen 127.0.0.1:19180;
-    listen 127.0.0.1:19543 ssl http2;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location = $path { proxy_pass http://issuer; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host 127.0.0.1:19200;
-      proxy_pass_request_headers off; proxy_pass_request_body off; proxy_cache docs; proxy_cache_valid 200 5m;
-      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504; proxy_cache_background_update on; proxy_cache_lock on;
-      proxy_hide_header Server; add_header X-Content-Type-Options nosniff; }
-    location / { return 404; }
-  }
-}
-NGINX
-"${srv[@]}" nginx -c "$work/nginx.conf" -p "$work" 2>/dev/null
-pids+=($(cat "$work/nginx.pid" 2>/dev/null || true))
-
-# The ceiling: bare hyper with the same bytes.
 wait_http http://127.0.0.1:19200$path
 curl -s http://127.0.0.1:19200$path > "$work/body.json"
-"${srv[@]}" ./target/release/examples/ceiling 127.0.0.1:19280 "$work/body.json" & pids+=($!); ceiling_pid=$!
-"${srv[@]}" ./target/release/examples/ceiling 127.0.0.1:19643 "$work/body.json" "$work/cert.pem" "$work/key.pem" & pids+=($!); ceiling_tls_pid=$!
-for u in http://127.0.0.1:19080 http://127.0.0.1:19180 http://127.0.0.1:19280; do wait_http "$u$path"; done
-curl -s -o /dev/null http://127.0.0.1:19180$path
-ls "$work/nginx/cache"/* >/dev/null 2>&1 || { echo "nginx is not caching: see $work/nginx-error.log" >&2; cat "$work/nginx-error.log" >&2; exit 1; }
 
 declare -A url=(
-  [wif-http]=http://127.0.0.1:19080 [nginx-http]=http://127.0.0.1:19180 [ceiling-http]=http://127.0.0.1:19280
-  [wif-https]=https://127.0.0.1:19443 [nginx-https]=https://127.0.0.1:19543 [ceiling-https]=https://127.0.0.1:19643
+  [wif-http]=http://127.0.0.1:19080 [wif-https]=https://127.0.0.1:19443
+  [wif-nolog-http]=http://127.0.0.1:19082 [wif-nolog-https]=https://127.0.0.1:19445
+  [nginx-http]=http://127.0.0.1:19180 [nginx-https]=https://127.0.0.1:19543
+  [haproxy-http]=http://127.0.0.1:19480 [haproxy-https]=https://127.0.0.1:19843
+  [varnish-http]=http://127.0.0.1:19380 [varnish-https]=https://127.0.0.1:19743
+  [ceiling-http]=http://127.0.0.1:19280 [ceiling-https]=https://127.0.0.1:19643
 )
-# The processes that do each server's work, for its CPU time (nginx: the
-# workers; the master only supervises).
-nginx_workers=$(pgrep -P "$(cat "$work/nginx.pid")" -f 'worker process' | tr '\n' ' ')
-declare -A procs=(
-  [wif-http]=$wif_plain_pid [nginx-http]=$nginx_workers [ceiling-http]=$ceiling_pid
-  [wif-https]=$wif_tls_pid [nginx-https]=$nginx_workers [ceiling-https]=$ceiling_tls_pid
-)
+declare -A procs=()
+
+# start_all: every server for the current layout ($srv, $server_ncpu).
+start_all() {
+  local s n=$server_ncpu
+  : > "$work/issuer.log"
+  for s in "${servers[@]}"; do
+    case $s in
+      wif)
+        start_wif wif 19080 19081 19200 true 60 4000
+        start_wif wif-tls 19443 19444 19200 true 60 4000 tls ;;
+      wif-nolog)
+        start_wif wif-nolog 19082 19083 19201 false 60 4000
+        start_wif wif-nolog-tls 19445 19446 19201 false 60 4000 tls ;;
+      nginx) start_nginx nginx 19180 19543 19202 "$n" 60 4000 ;;
+      haproxy) start_haproxy haproxy 19480 19843 19203 "$n" 60 4000 ;;
+      # Enough threads from the start for 64 connections with 10 h2 streams
+      # each (a thread per stream and per connection): none is created
+      # while measuring.
+      varnish) start_varnish varnish 19380 19743 19204 "$n" 60 4000 -p thread_pool_min=$((800 / n)) ;;
+      ceiling)
+        start_ceiling ceiling 19280 "$work/body.json"
+        start_ceiling ceiling-tls 19643 "$work/body.json" tls ;;
+      *) echo "unknown server $s" >&2; return 1 ;;
+    esac
+    case $s in
+      wif | wif-nolog | ceiling) procs[$s-http]=${server_procs[$s]}; procs[$s-https]=${server_procs[$s-tls]} ;;
+      varnish) procs[$s-http]=${server_procs[$s-http]}; procs[$s-https]=${server_procs[$s]} ;;
+      *) procs[$s-http]=${server_procs[$s]}; procs[$s-https]=${server_procs[$s]} ;;
+    esac
+  done
+}
+
 # cpu_ns PID...: nanoseconds on a CPU so far, all threads of the processes.
 cpu_ns() {
-  local p; for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{s += $1} END {printf "%.0f", s}'
+  local p; for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done | awk '{s += $1} END {printf "%.0f", s}'
 }
 results="$work/results.tsv"
 : > "$results"
-# record ROUND SCENARIO NAME REQUESTS RPS P50 P99 CPU_NS
+# record LAYOUT ROUND SCENARIO NAME REQUESTS RPS P50 P99 CPU_NS ERRORS
 record() {
-  local us; us=$(awk -v n="$4" -v c="$8" 'BEGIN {if (n > 0) printf "%.1f", c / n / 1000; else print "-"}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$5" "$6" "$7" "$us" >> "$results"
+  local us; us=$(awk -v n="$5" -v c="$9" 'BEGIN {if (n > 0) printf "%.1f", c / n / 1000; else print "-"}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$6" "$7" "$8" "$us" "${10}" >> "$results"
 }
-run_wrk() { # round name scenario url procs extra...
-  local round=$1 name=$2 scenario=$3 u=$4 pids=$5; shift 5
-  local before; before=$(cpu_ns $pids)
-  local out; out=$("${load[@]}" wrk -t1 -c64 -d"${secs}s" --latency "$@" "$u" 2>&1)
-  local cpu=$(($(cpu_ns $pids) - before))
-  record "$round" "$scenario" "$name" "$(awk '/requests in/ {print $1}' <<<"$out")" \
+run_wrk() { # layout round name scenario url procs extra...
+  local layout=$1 round=$2 name=$3 scenario=$4 u=$5 ps=$6; shift 6
+  local before; before=$(cpu_ns $ps)
+  local out; out=$("${load[@]}" wrk -t1 -c64 -d"${secs}s" --latency "$@" "$u" 2>&1) || echo "wrk failed ($name, $scenario): $out" >&2
+  local cpu=$(($(cpu_ns $ps) - before))
+  # Errors: failed sockets, and answers other than 2xx/3xx where a document
+  # was asked for.
+  local errs; errs=$(awk -v denied="$([ "$scenario" = denied-path ] && echo 1 || echo 0)" '
+    /Socket errors/ {gsub(",", ""); e += $4 + $6 + $8 + $10}
+    /Non-2xx or 3xx/ && !denied {e += $5}
+    END {print e + 0}' <<<"$out")
+  record "$layout" "$round" "$scenario" "$name" "$(awk '/requests in/ {print $1}' <<<"$out")" \
     "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="50%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")" "$cpu"
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" "$cpu" "$errs"
 }
-run_h2() { # round name url procs
-  local before; before=$(cpu_ns $4)
-  local out; out=$("${load[@]}" h2load -c64 -m10 -D "$secs" "$3$path" 2>&1)
-  local cpu=$(($(cpu_ns $4) - before))
-  # h2load reports no percentiles: its mean stands in the p50 column.
-  record "$1" h2 "$2" "$(awk '/^requests:/ {print $8}' <<<"$out")" \
-    "$(awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out")" \
-    "$(awk '/time for request:/ {print $6}' <<<"$out")" - "$cpu"
+run_h2() { # layout round name url procs
+  local before; before=$(cpu_ns $5)
+  local out; out=$("${load[@]}" h2load -c64 -m10 -D "$secs" --log-file="$work/h2.log" "$4$path" 2>&1) ||
+    echo "h2load failed ($3): $out" >&2
+  local cpu=$(($(cpu_ns $5) - before))
+  # Percentiles from h2load's per-request log (its third column: µs).
+  local p; p=$(cut -f3 "$work/h2.log" | sort -n | awk '{v[NR] = $1} END {
+    if (NR) printf "%.2fms %.2fms", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000; else print "- -"}')
+  record "$1" "$2" h2 "$3" "$(awk '/^requests:/ {print $8}' <<<"$out")" \
+    "$(awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out")" "${p% *}" "${p#* }" "$cpu" \
+    "$(awk '/^requests:/ {e += $10 + $12} /^status codes:/ {e += $7 + $9} END {print e + 0}' <<<"$out")"
 }
-# Noise on a shared (virtual) machine comes in bursts of seconds to minutes.
-# So the three servers are measured back to back for each scenario, in an
-# order that rotates every round, and each round's ratios are taken within
-# the round: a burst then hits the servers being compared alike.
-run() { # round scenario server
-  local u=${url[$3-http]} us=${url[$3-https]} p=${procs[$3-http]} ps=${procs[$3-https]}
-  case $2 in
-    http-keepalive) run_wrk "$1" "$3" "$2" "$u$path" "$p" ;;
-    https-keepalive) run_wrk "$1" "$3" "$2" "$us$path" "$ps" ;;
-    https-new-conn) run_wrk "$1" "$3" "$2" "$us$path" "$ps" -H "Connection: close" ;;
-    h2) run_h2 "$1" "$3" "$us" "$ps" ;;
-    denied-path) run_wrk "$1" "$3" "$2" "$u/v1/sys/health" "$p" ;;
+run() { # layout round scenario server
+  local u=${url[$4-http]} us=${url[$4-https]} p=${procs[$4-http]} ps=${procs[$4-https]}
+  case $3 in
+    http-keepalive) run_wrk "$1" "$2" "$4" "$3" "$u$path" "$p" ;;
+    https-keepalive) run_wrk "$1" "$2" "$4" "$3" "$us$path" "$ps" ;;
+    https-new-conn) run_wrk "$1" "$2" "$4" "$3" "$us$path" "$ps" -H "Connection: close" ;;
+    h2) run_h2 "$1" "$2" "$4" "$us" "$ps" ;;
+    denied-path) run_wrk "$1" "$2" "$4" "$3" "$u/v1/sys/health" "$p" ;;
   esac
+  # The access log would grow by gigabytes: emptied after every run (it is
+  # opened for appending, so wif-proxy keeps writing at the new end).
+  if [ "$4" = wif ]; then : > "$work/wif/log"; : > "$work/wif-tls/log"; fi
 }
-servers=(wif nginx ceiling)
-for r in $(seq "$rounds"); do
-  for scenario in http-keepalive https-keepalive https-new-conn h2 denied-path; do
-    for i in 0 1 2; do run "$r" "$scenario" "${servers[$(((r + i) % 3))]}"; done
+
+echo "wif-proxy: $wif_bin ($(sha256sum "$wif_bin" | cut -c1-12)), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(date -u +%FT%TZ)"
+echo "peers: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | sed -n '1s/^\(HAProxy version [^ ]*\).*/\1/p'), $(varnishd -V 2>&1 | sed -n 1p | sed 's/.*(\(varnish-[0-9.]*\).*/\1/'), $(hitch --version 2>&1 | sed -n 1p)"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+for layout in $layouts; do
+  if [ "$layout" = pinned ]; then
+    half=$((ncpu / 2))
+    server_cpus=${SERVER_CPUS:-0-$((half - 1))}
+    load_cpus=${LOAD_CPUS:-$half-$((ncpu - 1))}
+  else
+    server_cpus=0-$((ncpu - 1))
+    load_cpus=0-$((ncpu - 1))
+  fi
+  # Arrays, not functions: a backgrounded function runs in a subshell, and $!
+  # would name the subshell instead of the server.
+  srv=(taskset -c "$server_cpus")
+  load=(taskset -c "$load_cpus")
+  server_ncpu=$(taskset -c "$server_cpus" nproc)
+  echo
+  echo "== $layout: servers on CPUs $server_cpus ($server_ncpu workers each), load generators on CPUs $load_cpus"
+  start_all
+  spec="["
+  for s in "${servers[@]}"; do
+    spec+="{\"name\": \"$s\", \"http\": \"${url[$s-http]}\", \"https\": \"${url[$s-https]}\", "
+    spec+="\"issuer_port\": ${issuer_port[$s]:-null}, \"ceiling\": $([ "$s" = ceiling ] && echo true || echo false)},"
   done
+  echo "${spec%,}]" > "$work/spec.json"
+  python3 bench/check-equivalence.py "$work/issuer" "$work/issuer.log" "$work/spec.json"
+  # Warm-up, not recorded: allocators, thread pools, TLS session state.
+  for s in "${servers[@]}"; do
+    "${load[@]}" wrk -t1 -c64 -d1s "${url[$s-http]}$path" >/dev/null 2>&1
+    "${load[@]}" h2load -c64 -m10 -D 1 "${url[$s-https]}$path" >/dev/null 2>&1
+  done
+  # The access log is on where it should be, and only there.
+  if [ -f "$work/wif/log" ]; then
+    grep -q "$path" "$work/wif/log" || { echo "wif-proxy wrote no access log: $(tail -3 "$work/wif/log")" >&2; exit 1; }
+    : > "$work/wif/log"; : > "$work/wif-tls/log"
+  fi
+  if [ -f "$work/wif-nolog/log" ] && grep -q "$path" "$work/wif-nolog/log"; then
+    echo "wif-proxy wrote an access log with access = false" >&2; exit 1
+  fi
+  before_rounds=$(wc -l < "$work/issuer.log")
+  # Paired rounds: for each scenario every server runs back to back, in an
+  # order that rotates every round, so that a burst of the machine's noise
+  # (seconds to minutes) hits the servers being compared alike; ratios are
+  # taken within each round.
+  for r in $(seq "$rounds"); do
+    for scenario in "${scenarios[@]}"; do
+      for i in $(seq 0 $((nserv - 1))); do run "$layout" "$r" "$scenario" "${servers[$(((r + i) % nserv))]}"; done
+    done
+  done
+  # The documents came from the cache: the issuer was asked for refreshes
+  # only. A server that did not cache would ask once per request; HAProxy's
+  # cache, which does not collapse concurrent misses, asks once per request
+  # waiting when an entry expires (up to 64 here). The run stops above 1% of
+  # the documents served.
+  tail -n +$((before_rounds + 1)) "$work/issuer.log" > "$work/asked.log"
+  line="issuer requests while measuring:"
+  for s in "${servers[@]}"; do
+    [ -n "${issuer_port[$s]:-}" ] || continue
+    c=$(grep -c "\"port\": ${issuer_port[$s]}," "$work/asked.log" || true)
+    served=$(awk -F'\t' -v l="$layout" -v s="$s" -v t="$secs" \
+      '$1 == l && $4 == s && $3 != "denied-path" {n += $5 * t} END {printf "%d", n}' "$results")
+    line+=" $s $c (of $served documents served);"
+    [ "$c" -le $((served / 100)) ] ||
+      { echo "$s asked the issuer $c times for $served documents served: it is not caching" >&2; exit 1; }
+  done
+  echo "${line%;}"
+  line="peak RSS ($layout):"
+  for s in "${servers[@]}"; do
+    ps=$(echo ${procs[$s-http]} ${procs[$s-https]} | tr ' ' '\n' | sort -u)
+    kib=0; for p in $ps; do kib=$((kib + $(awk '/VmHWM/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0))); done
+    line+=" $s $((kib / 1024)) MiB;"
+  done
+  echo "${line%;} (plain and TLS processes together; multi-process servers summed)"
+  stop_servers
 done
-rss() { awk '/VmHWM/ {print $2/1024 " MiB"}' /proc/$1/status 2>/dev/null || echo "?"; }
-nginx_rss=0
-for p in $(pgrep -f "nginx: worker process" || true) $(cat "$work/nginx.pid" 2>/dev/null); do
-  k=$(awk '/VmHWM/ {print $2}' /proc/$p/status 2>/dev/null || echo 0); nginx_rss=$((nginx_rss + k))
-done
-echo "peak RSS: wif-proxy plain $(rss $wif_plain_pid), TLS $(rss $wif_tls_pid); ceiling $(rss $ceiling_pid), TLS $(rss $ceiling_tls_pid); nginx master+workers $((nginx_rss/1024)) MiB"
+
+idle="$work/idle.tsv"
+: > "$idle"
+if [ "${IDLE_N:-10000}" -gt 0 ]; then
+  echo
+  echo "== memory holding ${IDLE_N:-10000} idle TLS connections (bench/idle-rss.sh)"
+  idle_servers=(wif "${peers[@]}")
+  WIF_BIN=$wif_bin CEILING_BIN=$ceiling_bin RESULTS="$idle" MODES=tls SERVERS="${idle_servers[*]}" \
+    bench/idle-rss.sh "${IDLE_N:-10000}"
+fi
 echo
-echo "median of $rounds rounds, ${secs}s each; wrk -t1 -c64 (h2: h2load -c64 -m10); servers on CPUs $server_cpus, load on CPUs $load_cpus"
-python3 bench/compare-report.py "$results"
+echo "medians of $rounds rounds, ${secs} s each; wrk -t1 -c64 (h2: h2load -c64 -m10); layouts: $layouts"
+python3 bench/compare-report.py "$results" "$idle"
