@@ -7,6 +7,7 @@
 pub mod caps;
 pub mod clientip;
 pub mod conn_io;
+pub mod h2guard;
 pub mod http;
 pub mod listener;
 pub mod rewind;
