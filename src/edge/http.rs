@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::conn_io::ConnIo;
+use crate::edge::h2guard::{H2Guard, H2Limits, DEFAULT_WRITE_TIMEOUT};
 use crate::telemetry::metrics::ParkedGauge;
 
 /// Every response the edge serves: fixed, fully buffered bodies.
@@ -167,7 +168,11 @@ where
     S: ConnService,
 {
     let builder = auto_builder(limits);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // Beneath hyper: frame budgets, the h2 idle rule, the header-block
+    // deadline and the write timeout. A connection that does not open with
+    // the h2 preface is passed through untouched.
+    let guard = H2Guard::new(io, &h2_limits(limits));
+    let conn = builder.serve_connection(TokioIo::new(guard), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -178,6 +183,20 @@ where
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// The h2 guard's limits for a connection held to `limits`: the streams and
+/// header list h2 is told of, our idle timeout and head deadline, and a
+/// write timeout no longer than the idle timeout.
+fn h2_limits(limits: ConnLimits) -> H2Limits {
+    H2Limits {
+        idle_timeout: Some(limits.idle_timeout),
+        header_block_timeout: Some(limits.header_read_timeout),
+        write_timeout: Some(limits.idle_timeout.min(DEFAULT_WRITE_TIMEOUT)),
+        ..H2Limits::default()
+            .with_max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .with_max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
     }
 }
 
@@ -223,7 +242,10 @@ fn auto_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(32))
+        // Above the guard's RST_STREAM burst, so the guard (which counts
+        // and logs within budget) cuts rapid resets, not h2 (which logs a
+        // WARN per connection).
+        .max_pending_accept_reset_streams(Some(128))
         .max_local_error_reset_streams(Some(256))
         .max_send_buf_size(64 * 1024)
         .keep_alive_interval(None);

@@ -405,7 +405,8 @@ pub fn cpu_of(pid: u32) -> Duration {
     let rest = &stat[stat.rfind(')').expect("comm") + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
+    // /proc counts in USER_HZ, which the kernel ABI fixes at 100 on Linux
+    // (whatever the kernel's own HZ), so no sysconf call is needed.
+    const USER_HZ: u64 = 100;
+    Duration::from_millis(ticks * 1000 / USER_HZ)
 }
