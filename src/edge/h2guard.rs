@@ -65,6 +65,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::telemetry::events;
+
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -361,6 +363,27 @@ impl H2Refusal {
 
     fn from_u8(v: u8) -> Option<H2Refusal> {
         H2Refusal::ALL.iter().copied().find(|r| *r as u8 == v)
+    }
+}
+
+/// Every cut is a refusal counted in `denied_requests_total`, by the same
+/// word.
+impl From<H2Refusal> for events::Cut {
+    fn from(r: H2Refusal) -> events::Cut {
+        match r {
+            H2Refusal::SettingsFlood => events::Cut::SettingsFlood,
+            H2Refusal::PingFlood => events::Cut::PingFlood,
+            H2Refusal::WindowUpdateFlood => events::Cut::WindowUpdateFlood,
+            H2Refusal::PriorityFlood => events::Cut::PriorityFlood,
+            H2Refusal::ResetFlood => events::Cut::ResetFlood,
+            H2Refusal::EmptyFrameFlood => events::Cut::EmptyFrameFlood,
+            H2Refusal::ContinuationFlood => events::Cut::ContinuationFlood,
+            H2Refusal::StreamFlood => events::Cut::StreamFlood,
+            H2Refusal::OtherFrameFlood => events::Cut::OtherFrameFlood,
+            H2Refusal::HeaderTimeout => events::Cut::HeaderTimeout,
+            H2Refusal::WriteTimeout => events::Cut::WriteTimeout,
+            H2Refusal::Idle => events::Cut::IdleTimeout,
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,13 +20,13 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::conn_io::ConnIo;
-use crate::edge::h2guard::{H2Guard, H2Limits, DEFAULT_WRITE_TIMEOUT};
-use crate::telemetry::metrics::ParkedGauge;
+use crate::edge::h2guard::{H2Guard, H2Limits, H2Refusal, DEFAULT_WRITE_TIMEOUT};
+use crate::telemetry::budget::Budget;
+use crate::telemetry::metrics::{Cut, Metrics, ParkedGauge};
 
 /// Every response the edge serves: fixed, fully buffered bodies.
 pub type Body = http_body_util::Full<Bytes>;
@@ -69,6 +70,7 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// Serves HTTP on `io` until the connection ends or, once `drain` is
 /// cancelled, until its next quiet moment. `h2` says ALPN chose h2.
+/// `metrics` counts parked connections and the h2 guard's cuts.
 // A plain fn returning an async block: an `async fn` would copy its
 // arguments into its state a second time, and this state is what a parked
 // connection costs (hyper's part is boxed in `session`).
@@ -78,7 +80,7 @@ pub fn serve<'d, I, S>(
     service: S,
     limits: ConnLimits,
     drain: &'d CancellationToken,
-    parked: Gauge,
+    metrics: Arc<Metrics>,
     h2: bool,
 ) -> impl Future<Output = ()> + Send + 'd
 where
@@ -89,7 +91,7 @@ where
         let mut io = ConnIo::new(io, limits.idle_timeout, Some(limits.header_read_timeout));
         let mut service = service;
         if h2 && limits.h2 {
-            return Box::pin(serve_auto(io, service, limits, drain)).await;
+            return Box::pin(serve_auto(io, service, limits, drain, &metrics)).await;
         }
         io.park_after(PARK_AFTER, drain.clone());
         // Counts this connection in `connections_parked` while it waits.
@@ -108,15 +110,15 @@ where
             io.unpark(one_byte(first[0]));
             if first[0] == b'P' && limits.h2 {
                 io.never_park();
-                return Box::pin(serve_auto(io, service, limits, drain)).await;
+                return Box::pin(serve_auto(io, service, limits, drain, &metrics)).await;
             }
             match Box::pin(session(io, service, limits)).await {
                 Session::Parked(i, s) => {
                     (io, service) = (i, s);
-                    _counted = Some(ParkedGauge::park(&parked));
+                    _counted = Some(ParkedGauge::park(&metrics.connections_parked));
                 }
                 Session::Ended => return,
-                Session::Leftover(i, s) => return Box::pin(serve_auto(i, s, limits, drain)).await,
+                Session::Leftover(i, s) => return Box::pin(serve_auto(i, s, limits, drain, &metrics)).await,
             }
         }
     }
@@ -161,8 +163,9 @@ where
     Session::Parked(io, parts.service)
 }
 
-/// Any protocol, by hyper-util's auto builder (h2 and HTTP/1 without parking).
-async fn serve_auto<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits, drain: &CancellationToken)
+/// Any protocol, by hyper-util's auto builder (h2 and HTTP/1 without
+/// parking), beneath it the h2 guard; a cut is counted and logged once.
+async fn serve_auto<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits, drain: &CancellationToken, metrics: &Metrics)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
@@ -172,19 +175,43 @@ where
     // deadline and the write timeout. A connection that does not open with
     // the h2 preface is passed through untouched.
     let guard = H2Guard::new(io, &h2_limits(limits));
-    let conn = builder.serve_connection(TokioIo::new(guard), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let verdict = guard.verdict();
+    let result = {
+        let conn = builder.serve_connection(TokioIo::new(guard), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
+        // The guard is dropped here: what h2 sent is in the verdict now.
     };
+    if let Some(why) = verdict.get() {
+        cut(metrics, why);
+    }
     if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
+        tracing::debug!(goaway = ?verdict.sent_goaway(), resets = verdict.resets_sent(), "connection ended: {e}");
     }
 }
+
+/// Counts a cut of the h2 guard and logs it once: at warn within one line a
+/// second (with how many were left out), otherwise at debug. An idle close
+/// is routine and only ever logged at debug.
+fn cut(metrics: &Metrics, why: H2Refusal) {
+    metrics.cut(Cut::from(why));
+    if why != H2Refusal::Idle {
+        if let Some(left_out) = H2_CUT.once_a_second() {
+            tracing::warn!(reason = why.as_str(), left_out, "h2: GOAWAY sent, connection closed: {why}");
+            return;
+        }
+    }
+    tracing::debug!(reason = why.as_str(), "h2: GOAWAY sent, connection closed: {why}");
+}
+
+/// The warn lines of h2 guard cuts.
+static H2_CUT: Budget = Budget::new();
 
 /// The h2 guard's limits for a connection held to `limits`: the streams and
 /// header list h2 is told of, our idle timeout and head deadline, and a

@@ -380,10 +380,37 @@ async fn floods_are_cut(t: &Target, kinds: &[&'static str], watcher_source: &'st
     assert!(ok, "floods cut within {CUT_WITHIN:?} using at most {FLOOD_CPU:?} of CPU:\n{}", report.join("\n"));
 }
 
+/// Polls the admin `/metrics` (for up to 2 s: a cut is counted as its
+/// connection ends) until every `reason` has been counted at least once.
+async fn assert_refusals_counted(t: &Target, reasons: &[&str]) {
+    let mut missing = Vec::new();
+    for _ in 0..40 {
+        let text = String::from_utf8_lossy(&get(t.p.admin, "/metrics").await.body).into_owned();
+        missing = reasons
+            .iter()
+            .filter(|r| {
+                let key = format!("wif_proxy_denied_requests_total{{reason=\"{r}\"}} ");
+                !text.lines().any(|l| l.strip_prefix(&key).is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n >= 1.0)))
+            })
+            .map(|r| r.to_string())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("refusals not counted in denied_requests_total: {missing:?}");
+}
+
 #[tokio::test]
 async fn control_frame_floods_are_cut_quickly_and_cheaply() {
     let t = Target::start("", false).await;
     floods_are_cut(&t, &["WINDOW_UPDATE", "SETTINGS", "PING", "PRIORITY", "empty DATA"], "127.0.0.50").await;
+    assert_refusals_counted(
+        &t,
+        &["window_update_flood", "settings_flood", "ping_flood", "priority_flood", "empty_frame_flood"],
+    )
+    .await;
 }
 
 #[tokio::test]
