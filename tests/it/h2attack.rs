@@ -390,7 +390,9 @@ async fn assert_refusals_counted(t: &Target, reasons: &[&str]) {
             .iter()
             .filter(|r| {
                 let key = format!("wif_proxy_denied_requests_total{{reason=\"{r}\"}} ");
-                !text.lines().any(|l| l.strip_prefix(&key).is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n >= 1.0)))
+                !text
+                    .lines()
+                    .any(|l| l.strip_prefix(&key).is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n >= 1.0)))
             })
             .map(|r| r.to_string())
             .collect();
