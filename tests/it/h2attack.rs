@@ -421,6 +421,49 @@ async fn rapid_reset_is_cut() {
     floods_are_cut(&t, &["rapid reset"], "127.0.0.51").await;
 }
 
+/// Many rapid-reset connections, one after the other: each is cut by the
+/// guard (counted as `reset_flood`), h2 itself logs nothing, and the warn
+/// lines the cuts produce stay within one a second.
+#[tokio::test]
+async fn rapid_reset_connections_do_not_flood_the_log() {
+    const CONNECTIONS: u64 = 40;
+    let t = Target::start("", false).await;
+    let before = t.p.log_text().lines().count();
+    let started = Instant::now();
+    let mut cut = 0;
+    for _ in 0..CONNECTIONS {
+        let io = t.raw("127.0.1.40").await;
+        let (opening, next) = flood_batch("rapid reset", t.scheme());
+        let (seen, _) = attack(io, opening, None, FLOOD_MAX, next).await;
+        cut += u64::from(seen.ending.is_cut() && seen.after.is_some_and(|d| d <= CUT_WITHIN));
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(cut, CONNECTIONS, "every rapid-reset connection cut within {CUT_WITHIN:?}");
+    assert_refusals_counted(&t, &["reset_flood"]).await;
+    let text = String::from_utf8_lossy(&get(t.p.admin, "/metrics").await.body).into_owned();
+    let counted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wif_proxy_denied_requests_total{reason=\"reset_flood\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert_eq!(counted as u64, CONNECTIONS, "one reset_flood per connection");
+    let log = t.p.log_text();
+    let lines: Vec<&str> = log.lines().skip(before).collect();
+    let warns: Vec<&str> = lines.iter().copied().filter(|l| l.contains("\"level\":\"WARN\"")).collect();
+    let library: Vec<&str> =
+        warns.iter().copied().filter(|l| l.contains("\"target\":\"h2") || l.contains("\"target\":\"hyper")).collect();
+    // One guard line a second, plus one for a second boundary.
+    let allowed = elapsed.as_secs() as usize + 2;
+    eprintln!("{CONNECTIONS} rapid-reset connections in {elapsed:?}: {} log lines, {} WARN", lines.len(), warns.len());
+    assert!(library.is_empty(), "h2/hyper logged at WARN: {:?}", library.iter().take(3).collect::<Vec<_>>());
+    assert!(
+        warns.len() <= allowed,
+        "{} WARN lines in {elapsed:?} (at most {allowed}):\n{}",
+        warns.len(),
+        lines.join("\n")
+    );
+}
+
 #[tokio::test]
 async fn continuation_floods_are_cut() {
     let t = Target::start("", false).await;
