@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,7 +178,7 @@ where
     let guard = H2Guard::new(io, &h2_limits(limits));
     let verdict = guard.verdict();
     let result = {
-        let conn = builder.serve_connection(TokioIo::new(guard), service);
+        let conn = builder.serve_connection(TokioIo::new(guard), Boxed(service));
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => r,
@@ -193,6 +194,24 @@ where
     }
     if let Err(e) = result {
         tracing::debug!(goaway = ?verdict.sent_goaway(), resets = verdict.resets_sent(), "connection ended: {e}");
+    }
+}
+
+/// A service whose answers are boxed. hyper's h2 task per stream holds the
+/// service's future inline, sized for it, until the response body is sent;
+/// a stream the peer grants no window would keep the whole request path's
+/// state. Boxed, that state is freed the moment the answer is ready, and
+/// the stream waits holding only its response.
+#[derive(Clone)]
+struct Boxed<S>(S);
+
+impl<S: ConnService> Service<http::Request<Incoming>> for Boxed<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<S::Future>>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.call(req))
     }
 }
 
