@@ -12,6 +12,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,12 +21,13 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::conn_io::ConnIo;
-use crate::telemetry::metrics::ParkedGauge;
+use crate::edge::h2guard::{H2Guard, H2Limits, H2Refusal, DEFAULT_WRITE_TIMEOUT};
+use crate::telemetry::budget::Budget;
+use crate::telemetry::metrics::{Cut, Metrics, ParkedGauge};
 
 /// Every response the edge serves: fixed, fully buffered bodies.
 pub type Body = http_body_util::Full<Bytes>;
@@ -68,6 +71,7 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// Serves HTTP on `io` until the connection ends or, once `drain` is
 /// cancelled, until its next quiet moment. `h2` says ALPN chose h2.
+/// `metrics` counts parked connections and the h2 guard's cuts.
 // A plain fn returning an async block: an `async fn` would copy its
 // arguments into its state a second time, and this state is what a parked
 // connection costs (hyper's part is boxed in `session`).
@@ -77,7 +81,7 @@ pub fn serve<'d, I, S>(
     service: S,
     limits: ConnLimits,
     drain: &'d CancellationToken,
-    parked: Gauge,
+    metrics: Arc<Metrics>,
     h2: bool,
 ) -> impl Future<Output = ()> + Send + 'd
 where
@@ -88,7 +92,7 @@ where
         let mut io = ConnIo::new(io, limits.idle_timeout, Some(limits.header_read_timeout));
         let mut service = service;
         if h2 && limits.h2 {
-            return Box::pin(serve_auto(io, service, limits, drain)).await;
+            return Box::pin(serve_auto(io, service, limits, drain, &metrics)).await;
         }
         io.park_after(PARK_AFTER, drain.clone());
         // Counts this connection in `connections_parked` while it waits.
@@ -107,15 +111,15 @@ where
             io.unpark(one_byte(first[0]));
             if first[0] == b'P' && limits.h2 {
                 io.never_park();
-                return Box::pin(serve_auto(io, service, limits, drain)).await;
+                return Box::pin(serve_auto(io, service, limits, drain, &metrics)).await;
             }
             match Box::pin(session(io, service, limits)).await {
                 Session::Parked(i, s) => {
                     (io, service) = (i, s);
-                    _counted = Some(ParkedGauge::park(&parked));
+                    _counted = Some(ParkedGauge::park(&metrics.connections_parked));
                 }
                 Session::Ended => return,
-                Session::Leftover(i, s) => return Box::pin(serve_auto(i, s, limits, drain)).await,
+                Session::Leftover(i, s) => return Box::pin(serve_auto(i, s, limits, drain, &metrics)).await,
             }
         }
     }
@@ -160,24 +164,85 @@ where
     Session::Parked(io, parts.service)
 }
 
-/// Any protocol, by hyper-util's auto builder (h2 and HTTP/1 without parking).
-async fn serve_auto<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits, drain: &CancellationToken)
+/// Any protocol, by hyper-util's auto builder (h2 and HTTP/1 without
+/// parking), beneath it the h2 guard; a cut is counted and logged once.
+async fn serve_auto<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits, drain: &CancellationToken, metrics: &Metrics)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
 {
     let builder = auto_builder(limits);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // Beneath hyper: frame budgets, the h2 idle rule, the header-block
+    // deadline and the write timeout. A connection that does not open with
+    // the h2 preface is passed through untouched.
+    let guard = H2Guard::new(io, &h2_limits(limits));
+    let verdict = guard.verdict();
+    let result = {
+        let conn = builder.serve_connection(TokioIo::new(guard), Boxed(service));
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
+        // The guard is dropped here: what h2 sent is in the verdict now.
     };
+    if let Some(why) = verdict.get() {
+        cut(metrics, why);
+    }
     if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
+        tracing::debug!(goaway = ?verdict.sent_goaway(), resets = verdict.resets_sent(), "connection ended: {e}");
+    }
+}
+
+/// A service whose answers are boxed. hyper's h2 task per stream holds the
+/// service's future inline, sized for it, until the response body is sent;
+/// a stream the peer grants no window would keep the whole request path's
+/// state. Boxed, that state is freed the moment the answer is ready, and
+/// the stream waits holding only its response.
+#[derive(Clone)]
+struct Boxed<S>(S);
+
+impl<S: ConnService> Service<http::Request<Incoming>> for Boxed<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<S::Future>>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.call(req))
+    }
+}
+
+/// Counts a cut of the h2 guard and logs it once: at warn within one line a
+/// second (with how many were left out), otherwise at debug. An idle close
+/// is routine and only ever logged at debug.
+fn cut(metrics: &Metrics, why: H2Refusal) {
+    metrics.cut(Cut::from(why));
+    if why != H2Refusal::Idle {
+        if let Some(left_out) = H2_CUT.once_a_second() {
+            tracing::warn!(reason = why.as_str(), left_out, "h2: GOAWAY sent, connection closed: {why}");
+            return;
+        }
+    }
+    tracing::debug!(reason = why.as_str(), "h2: GOAWAY sent, connection closed: {why}");
+}
+
+/// The warn lines of h2 guard cuts.
+static H2_CUT: Budget = Budget::new();
+
+/// The h2 guard's limits for a connection held to `limits`: the streams and
+/// header list h2 is told of, our idle timeout and head deadline, and a
+/// write timeout no longer than the idle timeout.
+fn h2_limits(limits: ConnLimits) -> H2Limits {
+    H2Limits {
+        idle_timeout: Some(limits.idle_timeout),
+        header_block_timeout: Some(limits.header_read_timeout),
+        write_timeout: Some(limits.idle_timeout.min(DEFAULT_WRITE_TIMEOUT)),
+        ..H2Limits::default()
+            .with_max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .with_max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
     }
 }
 
@@ -223,7 +288,10 @@ fn auto_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(32))
+        // Above the guard's RST_STREAM burst, so the guard (which counts
+        // and logs within budget) cuts rapid resets, not h2 (which logs a
+        // WARN per connection).
+        .max_pending_accept_reset_streams(Some(128))
         .max_local_error_reset_streams(Some(256))
         .max_send_buf_size(64 * 1024)
         .keep_alive_interval(None);

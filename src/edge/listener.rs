@@ -208,7 +208,6 @@ where
             ok
         };
         let limits = rules.limits();
-        let parked = metrics.connections_parked.clone();
         let io = Rewind::with_prefix(already_read, stream);
         let info = |tls| ConnInfo { peer, client_ip: client, forwarded, tls };
         match rules.tls().cloned() {
@@ -218,14 +217,16 @@ where
                 }
                 // Serving may last hours: hold no configuration that long.
                 drop(rules);
-                http::serve(io, serves.make_service.make(info(false)), limits, &drain, parked, false).await;
+                http::serve(io, serves.make_service.make(info(false)), limits, &drain, Arc::clone(metrics), false)
+                    .await;
             }
             // Boxed, as the handshake's state is large and needed only once.
             Some(tls) => match Box::pin(tls.accept(io, admit)).await {
                 Ok(Accepted::Http(stream)) => {
                     drop(rules);
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    http::serve(stream, serves.make_service.make(info(true)), limits, &drain, parked, h2).await;
+                    http::serve(stream, serves.make_service.make(info(true)), limits, &drain, Arc::clone(metrics), h2)
+                        .await;
                 }
                 Ok(Accepted::Challenge) => tracing::info!(peer = %peer, "tls: answered an ACME TLS-ALPN-01 validation"),
                 Err(e) => tracing::debug!(peer = %peer, "closing connection: {e}"),

@@ -53,6 +53,41 @@ labels! {
 }
 
 labels! {
+    /// Why the proxy cut a connection it was serving, without an answer.
+    /// Counted in the same family as [`Deny`] (`denied_requests_total`), by
+    /// words of its own: a cut has no status, so it is not a `Deny`.
+    pub enum Cut {
+        /// h2: SETTINGS frames beyond their budget.
+        SettingsFlood => "settings_flood",
+        /// h2: PING frames beyond their budget.
+        PingFlood => "ping_flood",
+        /// h2: WINDOW_UPDATE frames beyond their budget.
+        WindowUpdateFlood => "window_update_flood",
+        /// h2: PRIORITY frames beyond their budget.
+        PriorityFlood => "priority_flood",
+        /// h2: RST_STREAM frames beyond their budget (rapid reset).
+        ResetFlood => "reset_flood",
+        /// h2: consecutive empty frames, or small DATA frames beyond their
+        /// budget.
+        EmptyFrameFlood => "empty_frame_flood",
+        /// h2: a header block of too many CONTINUATION frames or bytes.
+        ContinuationFlood => "continuation_flood",
+        /// h2: HEADERS beyond their budget, or too many open streams.
+        StreamFlood => "stream_flood",
+        /// h2: GOAWAY, PUSH_PROMISE or unknown frames beyond their budget.
+        OtherFrameFlood => "other_frame_flood",
+        /// A request head (h2: header block) not complete within
+        /// `header_read_timeout`.
+        HeaderTimeout => "header_timeout",
+        /// A started response or the socket made no progress for the write
+        /// timeout (the peer grants no window, or reads nothing).
+        WriteTimeout => "write_timeout",
+        /// Nothing in flight for `idle_timeout` (h2: GOAWAY `NO_ERROR`).
+        IdleTimeout => "idle_timeout",
+    }
+}
+
+labels! {
     /// What the document cache did for a request or a refresh.
     pub enum CacheEvent {
         /// Served fresh from the cache.
@@ -79,8 +114,19 @@ mod tests {
         for (i, d) in Deny::ALL.iter().enumerate() {
             assert_eq!(*d as usize, i, "{}", d.as_str());
         }
+        for (i, c) in Cut::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.as_str());
+        }
         for (i, e) in CacheEvent::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i, "{}", e.as_str());
+        }
+    }
+
+    /// `Deny` and `Cut` share one metric family: no word may mean both.
+    #[test]
+    fn deny_and_cut_words_are_distinct() {
+        for c in Cut::ALL {
+            assert!(Deny::ALL.iter().all(|d| d.as_str() != c.as_str()), "{}", c.as_str());
         }
     }
 }

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-pub use crate::telemetry::events::{CacheEvent, Deny};
+pub use crate::telemetry::events::{CacheEvent, Cut, Deny};
 
 /// Declares label sets: each row a struct whose fields are its labels.
 macro_rules! label_sets {
@@ -118,6 +118,8 @@ pub struct Metrics {
     registry: Registry,
     /// `denials`, one counter per [`Deny`], indexed by it.
     deny_counters: Vec<Counter>,
+    /// `denials` too, one counter per [`Cut`], indexed by it.
+    cut_counters: Vec<Counter>,
     /// `cache_events`, one counter per [`CacheEvent`], indexed by it.
     cache_counters: Vec<Counter>,
     /// Serialises scrapes (state gauges are rebuilt per scrape).
@@ -185,6 +187,10 @@ impl Metrics {
             deny_counters: Deny::ALL
                 .iter()
                 .map(|d| denials.get_or_create_owned(&ReasonLabels { reason: d.as_str() }))
+                .collect(),
+            cut_counters: Cut::ALL
+                .iter()
+                .map(|c| denials.get_or_create_owned(&ReasonLabels { reason: c.as_str() }))
                 .collect(),
             cache_counters: CacheEvent::ALL
                 .iter()
@@ -265,6 +271,11 @@ impl Metrics {
     /// Counts a refusal.
     pub fn deny(&self, reason: Deny) {
         self.deny_counters[reason as usize].inc();
+    }
+
+    /// Counts a connection cut.
+    pub fn cut(&self, why: Cut) {
+        self.cut_counters[why as usize].inc();
     }
 
     /// Counts a cache event.

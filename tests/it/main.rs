@@ -12,6 +12,7 @@ mod deploy;
 mod docs;
 mod doctor;
 mod fuzz;
+mod h2attack;
 mod hostile;
 mod limits;
 mod observability;
