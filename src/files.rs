@@ -24,13 +24,7 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// [`TEMP_PREFIX`] + process id + a per-process counter), fsyncs it, renames
 /// it over `target` and fsyncs the directory, so the rename itself is durable.
 /// On error the temp file is removed and `target` is untouched.
-///
-/// ```no_run
-/// # fn main() -> std::io::Result<()> {
-/// wif_proxy::files::replace(std::path::Path::new("/var/cache/wif-proxy/doc.json"), b"{}\n")?;
-/// # Ok(())
-/// # }
-/// ```
+/// For example, `replace(Path::new("/var/cache/wif-proxy/doc.json"), b"{}\n")`.
 pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
