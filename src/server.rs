@@ -178,8 +178,9 @@ where
     move |conn| {
         let (shared, info) = (Arc::clone(&shared), Arc::new(conn));
         service_fn(move |req| {
-            let answered = answer(Arc::clone(&shared), Arc::clone(&info), req);
-            async move { Ok::<_, Infallible>(answered.await) }
+            let (shared, info) = (Arc::clone(&shared), Arc::clone(&info));
+            // The answer's future is made inside this one, not moved into it.
+            async move { Ok::<_, Infallible>(answer(shared, info, req).await) }
         })
     }
 }

@@ -81,10 +81,12 @@ enum Scan {
 
 impl<T> ConnIo<T> {
     /// `head = None` disables head tracking (only the idle deadline applies).
-    pub fn new(inner: T, idle: Duration, head: Option<Duration>) -> Self {
+    /// `inner` may already hold bytes read ahead (past a PROXY header): they
+    /// are read, and scanned, first.
+    pub fn new(inner: Rewind<T>, idle: Duration, head: Option<Duration>) -> Self {
         let now = Instant::now();
         ConnIo {
-            inner: Rewind::new(inner),
+            inner,
             idle,
             head,
             last_progress: now,
@@ -372,7 +374,7 @@ mod tests {
     use super::*;
 
     fn scanner() -> ConnIo<()> {
-        ConnIo::new((), Duration::from_secs(60), Some(Duration::from_secs(5)))
+        ConnIo::new(Rewind::new(()), Duration::from_secs(60), Some(Duration::from_secs(5)))
     }
 
     #[tokio::test]
@@ -427,7 +429,7 @@ mod tests {
     async fn served_once() -> (ConnIo<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(4096);
-        let mut t = ConnIo::new(server, Duration::from_secs(60), Some(Duration::from_secs(5)));
+        let mut t = ConnIo::new(Rewind::new(server), Duration::from_secs(60), Some(Duration::from_secs(5)));
         t.park_after(Duration::from_millis(250), CancellationToken::new());
         client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
         let mut buf = [0u8; 64];

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::conn_io::ConnIo;
 use crate::edge::h2guard::{H2Guard, H2Limits, H2Refusal, DEFAULT_WRITE_TIMEOUT};
+use crate::edge::rewind::Rewind;
 use crate::telemetry::budget::Budget;
 use crate::telemetry::metrics::{Cut, Metrics, ParkedGauge};
 
@@ -69,7 +70,8 @@ pub struct ConnLimits {
 /// requests back to back never parks.
 const PARK_AFTER: Duration = Duration::from_millis(250);
 
-/// Serves HTTP on `io` until the connection ends or, once `drain` is
+/// Serves HTTP on `io` (with any bytes already read from it put back in
+/// front) until the connection ends or, once `drain` is
 /// cancelled, until its next quiet moment. `h2` says ALPN chose h2.
 /// `metrics` counts parked connections and the h2 guard's cuts.
 // A plain fn returning an async block: an `async fn` would copy its
@@ -77,7 +79,7 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 // connection costs (hyper's part is boxed in `session`).
 #[allow(clippy::manual_async_fn)]
 pub fn serve<'d, I, S>(
-    io: I,
+    io: Rewind<I>,
     service: S,
     limits: ConnLimits,
     drain: &'d CancellationToken,

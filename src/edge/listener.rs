@@ -225,6 +225,7 @@ where
                 Ok(Accepted::Http(stream)) => {
                     drop(rules);
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let stream = Rewind::new(stream);
                     http::serve(stream, serves.make_service.make(info(true)), limits, &drain, Arc::clone(metrics), h2)
                         .await;
                 }
