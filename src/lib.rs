@@ -39,5 +39,5 @@ pub use proxy::response::error_body;
 
 /// The log thread: one writer for access lines and `tracing` events.
 pub mod log {
-    pub use crate::telemetry::accesslog::{start, Format, Guard, LogWriter};
+    pub use crate::telemetry::accesslog::{start, within_budget, Format, Guard, LogWriter};
 }

@@ -66,15 +66,15 @@ impl Server {
     /// Binds the public and admin listeners of the current configuration.
     pub async fn bind(shared: Arc<Shared>) -> std::io::Result<Server> {
         let snap = shared.snapshot();
-        let bind = |addr: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(addr)
-                .await
+        let backlog = snap.config.server.listen_backlog;
+        let bind = |addr: SocketAddr, what: &'static str| {
+            listen(addr, backlog)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {what} {addr}: {e}")))
         };
-        let public = bind(snap.config.server.listen, "server.listen").await?;
-        let admin = bind(snap.config.server.admin_listen, "server.admin_listen").await?;
+        let public = bind(snap.config.server.listen, "server.listen")?;
+        let admin = bind(snap.config.server.admin_listen, "server.admin_listen")?;
         let http = match snap.config.tls.http_listen {
-            Some(addr) => Some(bind(addr, "tls.http_listen").await?),
+            Some(addr) => Some(bind(addr, "tls.http_listen")?),
             None => None,
         };
         Ok(Server { shared, public, admin, http })
@@ -244,4 +244,14 @@ impl Rules for AdminRules {
     fn tls(&self) -> Option<&Arc<Tls>> {
         None
     }
+}
+
+/// A listening socket on `addr` with an accept queue of `backlog`
+/// (`server.listen_backlog`), `SO_REUSEADDR` set as `TcpListener::bind`
+/// does, so a restart does not wait for old connections' TIME_WAIT.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

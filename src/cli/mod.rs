@@ -109,11 +109,17 @@ fn init_logging(format: LogFormat) -> Option<wif_proxy::log::Guard> {
             None
         }
     };
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(wif_proxy::log::LogWriter).with_ansi(ansi);
+    // Library events pass within their own budget, so no peer can make us
+    // write a line per connection (see `within_budget`).
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::prelude::*;
+    let filter = filter.and(filter_fn(wif_proxy::log::within_budget));
+    let layer = tracing_subscriber::fmt::layer().with_writer(wif_proxy::log::LogWriter).with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            tracing_subscriber::registry().with(layer.json().flatten_event(true).with_filter(filter)).init()
+        }
+        LogFormat::Text => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
     }
     guard
 }

@@ -79,8 +79,15 @@ pub const IDLE_TIMEOUT: Interval = secs(60, MS_100);
 pub const SHUTDOWN_GRACE: Interval = secs(10, Duration::ZERO);
 /// Request head bytes: our paths are short, 8 KiB is nginx's floor.
 pub const MAX_HEADER_BYTES: Int<usize> = int(16 * KIB, 8 * KIB, MIB);
-/// Request header count (HTTP/1).
+/// Request header count (HTTP/1 and h2).
 pub const MAX_HEADERS: Int<usize> = int(64, 8, 1024);
+/// Connections the kernel queues for `accept` on each listener. 4096 is
+/// Linux's own ceiling by default (`net.core.somaxconn` since 5.4; a larger
+/// value is cut to it): a burst of thousands of connects waits in the queue
+/// instead of being dropped (at 128, a 3,000-connect burst overflowed it).
+/// nginx's 511 dates from when the ceiling was 128 and 512 was the next
+/// power of two; a queued connection costs the kernel a socket, not us.
+pub const LISTEN_BACKLOG: Int<u32> = int(4096, 1, 65_535);
 /// Concurrent HTTP/2 streams per connection (the common server default).
 pub const H2_MAX_CONCURRENT_STREAMS: Int<u32> = int(100, 1, 10_000);
 

@@ -56,6 +56,7 @@ pub(super) struct RawServer {
     pub(super) max_headers: Option<Number>,
     pub(super) h2_max_concurrent_streams: Option<Number>,
     pub(super) max_connections_per_ip: Option<Number>,
+    pub(super) listen_backlog: Option<Number>,
 }
 
 /// `[cache]`.

@@ -56,12 +56,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Upper bound on request header bytes (HTTP/1 read buffer, h2 header list).
     pub max_header_bytes: usize,
-    /// Upper bound on the number of request headers (HTTP/1).
+    /// Upper bound on the number of request headers (HTTP/1 and h2).
     pub max_headers: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
     /// Open connections allowed per client address.
     pub max_connections_per_ip: usize,
+    /// The kernel's accept queue of each listener.
+    pub listen_backlog: u32,
 }
 
 /// How long documents are kept and served.

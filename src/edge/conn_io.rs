@@ -4,8 +4,12 @@
 //! * **Idle**: no byte moved in either direction for `idle` closes the
 //!   connection: a client that connects and never speaks, an idle keep-alive
 //!   or h2 connection, a client that stops reading our response.
-//! * **Head**: once the first byte of an HTTP/1 request head arrives, the
-//!   whole head must arrive within `head`; trickling bytes does not extend it.
+//! * **Head**: from the first byte of an HTTP/1 request head (for the first
+//!   request, the connection's first byte), the whole head must arrive
+//!   within `head`; trickling bytes does not extend it.
+//!
+//! A deadline that passes ends the connection with an `io::Error` carrying
+//! an [`Expired`], so the server can count the cut by its reason.
 //!
 //! hyper's own header-read timer also runs while a keep-alive connection
 //! waits for its next request, which would make it the keep-alive timeout.
@@ -66,6 +70,37 @@ pub struct ConnIo<T> {
     /// Bytes at the front of `inner` that the head scanner has already seen
     /// (read while parked and put back).
     scanned_ahead: usize,
+    /// The last write was refused for want of room (the peer reads nothing).
+    write_blocked: bool,
+}
+
+/// Which deadline ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Expired {
+    #[error("request head timeout")]
+    Head,
+    #[error("write timeout: the peer accepted no bytes")]
+    Write,
+    #[error("idle timeout")]
+    Idle,
+}
+
+impl From<Expired> for crate::telemetry::metrics::Cut {
+    fn from(e: Expired) -> Self {
+        use crate::telemetry::metrics::Cut;
+        match e {
+            Expired::Head => Cut::HeaderTimeout,
+            Expired::Write => Cut::WriteTimeout,
+            Expired::Idle => Cut::IdleTimeout,
+        }
+    }
+}
+
+impl Expired {
+    /// The deadline behind `e`, if one ended the connection.
+    pub fn of(e: &io::Error) -> Option<Expired> {
+        e.get_ref()?.downcast_ref::<Expired>().copied()
+    }
 }
 
 /// Where the head scanner stands.
@@ -100,6 +135,7 @@ impl<T> ConnIo<T> {
             wrote: false,
             parked: false,
             scanned_ahead: 0,
+            write_blocked: false,
         }
     }
 
@@ -150,12 +186,14 @@ impl<T> ConnIo<T> {
     }
 
     fn expired(&self) -> io::Error {
-        let what = if self.head_deadline.is_some_and(|h| Instant::now() >= h) {
-            "request head timeout"
+        let why = if self.head_deadline.is_some_and(|h| Instant::now() >= h) {
+            Expired::Head
+        } else if self.write_blocked {
+            Expired::Write
         } else {
-            "idle timeout"
+            Expired::Idle
         };
-        io::Error::new(io::ErrorKind::TimedOut, what)
+        io::Error::new(io::ErrorKind::TimedOut, why)
     }
 
     /// Called when the inner I/O is pending: errors once a deadline passed;
@@ -204,11 +242,18 @@ impl<T> ConnIo<T> {
                 Scan::Sniff { seen, len } => {
                     seen[*len as usize] = b;
                     *len += 1;
+                    // The connection's first byte starts the first head's
+                    // deadline, whatever it turns out to be.
+                    if *len == 1 {
+                        self.head_deadline = self.head.map(|h| Instant::now() + h);
+                    }
                     if *len == 3 {
-                        self.scan = if seen == b"PRI" { Scan::Off } else { Scan::Http1 { nl: 0 } };
-                        // The sniffed bytes start the first head.
-                        if self.scan != Scan::Off {
-                            self.head_deadline = self.head.map(|h| Instant::now() + h);
+                        // The h2 preface: h2 has its own header-block deadline.
+                        if seen == b"PRI" {
+                            self.scan = Scan::Off;
+                            self.head_deadline = None;
+                        } else {
+                            self.scan = Scan::Http1 { nl: 0 };
                         }
                     }
                 }
@@ -294,6 +339,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
 
 impl<T: AsyncWrite + Unpin> ConnIo<T> {
     fn after_write<R>(&mut self, r: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        self.write_blocked = r.is_pending();
         match r {
             Poll::Ready(r) => {
                 self.last_progress = Instant::now();
@@ -334,7 +380,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        if r.is_ready() {
+            this.write_blocked = false;
+        }
+        match r {
             // hyper flushes on every turn of its loop, also while a request is
             // being served and while the connection idles: only a flush after
             // bytes were written is progress, and it may end an answer.
@@ -357,10 +407,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => match this.check(cx) {
-                Ok(_) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
+            Poll::Pending => {
+                this.write_blocked = true;
+                match this.check(cx) {
+                    Ok(_) => Poll::Pending,
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
         }
     }
 
@@ -468,7 +521,9 @@ mod tests {
     #[tokio::test]
     async fn h2_is_not_scanned() {
         let mut t = scanner();
-        t.scanned(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        t.scanned(b"P");
+        assert!(t.head_deadline.is_some(), "not yet known to be h2");
+        t.scanned(b"RI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         assert_eq!(t.scan, Scan::Off);
         assert!(t.head_deadline.is_none());
     }
@@ -476,12 +531,13 @@ mod tests {
     #[tokio::test]
     async fn a_head_split_byte_by_byte_is_tracked() {
         let mut t = scanner();
-        for b in b"GE" {
+        t.scanned(b"G");
+        let first = t.head_deadline;
+        assert!(first.is_some(), "the first byte starts the deadline");
+        for b in b"ET" {
             t.scanned(&[*b]);
         }
-        assert!(t.head_deadline.is_none(), "still sniffing");
-        t.scanned(b"T");
-        assert!(t.head_deadline.is_some());
+        assert_eq!(t.head_deadline, first, "later bytes do not move it");
         for b in b" / HTTP/1.1\r\nA: b\r\n\r" {
             t.scanned(&[*b]);
         }

@@ -17,18 +17,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::CONNECTION;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::conn_io::ConnIo;
+use crate::edge::conn_io::{ConnIo, Expired};
 use crate::edge::h2guard::{H2Guard, H2Limits, H2Refusal, DEFAULT_WRITE_TIMEOUT};
 use crate::edge::rewind::Rewind;
 use crate::telemetry::budget::Budget;
-use crate::telemetry::metrics::{Cut, Metrics, ParkedGauge};
+use crate::telemetry::metrics::{Cut, Deny, Metrics, ParkedGauge};
 
 /// Every response the edge serves: fixed, fully buffered bodies.
 pub type Body = http_body_util::Full<Bytes>;
@@ -103,7 +105,10 @@ where
             // Parked: wait for the next request's first byte, holding no buffer.
             let mut first = [0u8; 1];
             let n = tokio::select! {
-                r = io.read(&mut first) => r.unwrap_or(0),
+                r = io.read(&mut first) => r.unwrap_or_else(|e| {
+                    let _ = ended(&metrics, &e);
+                    0
+                }),
                 () = drain.cancelled() => 0,
             };
             _counted = None;
@@ -115,7 +120,7 @@ where
                 io.never_park();
                 return Box::pin(serve_auto(io, service, limits, drain, &metrics)).await;
             }
-            match Box::pin(session(io, service, limits)).await {
+            match Box::pin(session(io, service, limits, &metrics)).await {
                 Session::Parked(i, s) => {
                     (io, service) = (i, s);
                     _counted = Some(ParkedGauge::park(&metrics.connections_parked));
@@ -139,7 +144,7 @@ enum Session<I, S> {
 }
 
 /// hyper serves HTTP/1 requests until the connection parks or ends.
-async fn session<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits) -> Session<I, S>
+async fn session<I, S>(io: ConnIo<I>, service: S, limits: ConnLimits, metrics: &Metrics) -> Session<I, S>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
@@ -147,7 +152,7 @@ where
     let parts = match http1_builder(limits).serve_connection(TokioIo::new(io), service).without_shutdown().await {
         Ok(parts) => parts,
         Err(e) => {
-            tracing::debug!("connection ended: {e}");
+            http1_ended(metrics, &e);
             return Session::Ended;
         }
     };
@@ -179,12 +184,19 @@ where
     // the h2 preface is passed through untouched.
     let guard = H2Guard::new(io, &h2_limits(limits));
     let verdict = guard.verdict();
+    let close = Arc::new(Notify::new());
     let result = {
-        let conn = builder.serve_connection(TokioIo::new(guard), Boxed(service));
+        let conn = builder.serve_connection(TokioIo::new(guard), Boxed { service, close: Arc::clone(&close) });
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => r,
+            // Shutdown, or an answer that closes the connection: h2 sends
+            // GOAWAY and finishes the streams it has.
             () = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            () = close.notified() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -195,8 +207,40 @@ where
         cut(metrics, why);
     }
     if let Err(e) = result {
+        match e.downcast_ref::<hyper::Error>() {
+            Some(e) if verdict.get().is_none() => http1_ended(metrics, e),
+            _ => {}
+        }
         tracing::debug!(goaway = ?verdict.sent_goaway(), resets = verdict.resets_sent(), "connection ended: {e}");
     }
+}
+
+/// Counts why hyper ended an HTTP/1 connection with an error, when the
+/// reason is ours to refuse: a head over our limits (hyper answered `431`),
+/// one that is not HTTP (`400`), or one of our deadlines. A peer that
+/// closed or reset is not a refusal.
+fn http1_ended(metrics: &Metrics, e: &hyper::Error) {
+    if e.is_parse_too_large() {
+        metrics.deny(Deny::HeadTooLarge);
+    } else if e.is_parse() {
+        metrics.deny(Deny::Malformed);
+    } else if let Some(io) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>()) {
+        if ended(metrics, io) {
+            return;
+        }
+    }
+    tracing::debug!("connection ended: {e}");
+}
+
+/// Counts a connection our deadline ended: at debug only, the count is
+/// what an operator watches (a trickling client is routine on the internet).
+/// Returns whether `e` was one.
+fn ended(metrics: &Metrics, e: &std::io::Error) -> bool {
+    let Some(why) = Expired::of(e) else { return false };
+    let cut = Cut::from(why);
+    metrics.cut(cut);
+    tracing::debug!(reason = cut.as_str(), "connection closed: {why}");
+    true
 }
 
 /// A service whose answers are boxed. hyper's h2 task per stream holds the
@@ -204,16 +248,46 @@ where
 /// a stream the peer grants no window would keep the whole request path's
 /// state. Boxed, that state is freed the moment the answer is ready, and
 /// the stream waits holding only its response.
+///
+/// An answer marked `Connection: close` (a refused body: what follows it
+/// cannot be trusted) closes an h2 connection as it closes an HTTP/1 one.
+/// h2 forbids the header itself (hyper drops it), so it is read here.
 #[derive(Clone)]
-struct Boxed<S>(S);
+struct Boxed<S> {
+    service: S,
+    close: Arc<Notify>,
+}
 
 impl<S: ConnService> Service<http::Request<Incoming>> for Boxed<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<S::Future>>;
+    type Future = Answer<S::Future>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        Box::pin(self.0.call(req))
+        Answer { answer: Box::pin(self.service.call(req)), close: Arc::clone(&self.close) }
+    }
+}
+
+/// The boxed answer of [`Boxed`].
+struct Answer<F> {
+    answer: Pin<Box<F>>,
+    close: Arc<Notify>,
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<http::Response<Body>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let out = std::task::ready!(self.answer.as_mut().poll(cx));
+        if let Ok(resp) = &out {
+            if resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")) {
+                self.close.notify_one();
+            }
+        }
+        std::task::Poll::Ready(out)
     }
 }
 

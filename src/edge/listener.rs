@@ -27,10 +27,10 @@ use crate::edge::caps::ConnCaps;
 use crate::edge::clientip;
 use crate::edge::http::{self, ConnLimits, ConnService};
 use crate::edge::rewind::Rewind;
-use crate::edge::tls::{Accepted, Tls};
+use crate::edge::tls::{AcceptError, Accepted, Tls};
 use crate::net::ipset::IpSet;
 use crate::telemetry::budget::Budget;
-use crate::telemetry::metrics::{ConnectionGauge, Deny, Metrics};
+use crate::telemetry::metrics::{ConnectionGauge, Cut, Deny, Metrics};
 
 /// What the edge knows about a connection before any request.
 #[derive(Debug, Clone)]
@@ -230,7 +230,15 @@ where
                         .await;
                 }
                 Ok(Accepted::Challenge) => tracing::info!(peer = %peer, "tls: answered an ACME TLS-ALPN-01 validation"),
-                Err(e) => tracing::debug!(peer = %peer, "closing connection: {e}"),
+                Err(e) => {
+                    // The allowlist refusal was counted by `admit`.
+                    match e {
+                        AcceptError::Timeout(_) => metrics.cut(Cut::HandshakeTimeout),
+                        AcceptError::Handshake(_) => metrics.cut(Cut::HandshakeFailed),
+                        AcceptError::Refused => {}
+                    }
+                    tracing::debug!(peer = %peer, "closing connection: {e}");
+                }
             },
         }
     }

@@ -41,9 +41,12 @@ pub(crate) enum Outcome<'a> {
 }
 
 /// Answers one public request.
-pub async fn serve(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snap = shared.snapshot();
+    if req.version() == Version::HTTP_2 && !req.body().is_end_stream() && !announces_body(req.headers()) {
+        h2_await_end(&mut req, snap.config.server.header_read_timeout).await;
+    }
     let client = if conn.forwarded {
         clientip::from_forwarded_for(conn.peer.ip(), req.headers(), &snap.config.client_ip.trusted_proxies)
     } else {
@@ -143,9 +146,18 @@ pub(crate) fn preflight<'r>(
     if has_body(req) {
         return Err(Refusal::Deny(Deny::Body));
     }
+    // hyper holds HTTP/1 heads to this itself (answering `431`); h2 header
+    // lists are bounded only in bytes.
+    if req.headers().len() > snap.config.server.max_headers {
+        return Err(Refusal::Deny(Deny::HeadTooLarge));
+    }
     let uri = req.uri();
-    if req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return Err(Refusal::Deny(Deny::Target));
+    if req.version() < Version::HTTP_2 {
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return Err(Refusal::Deny(Deny::Target));
+        }
+    } else if !matches!(uri.scheme_str(), Some("https" | "http")) {
+        return Err(Refusal::Deny(Deny::Malformed));
     }
     uri.path_and_query().map(|p| p.as_str()).ok_or(Refusal::Deny(Deny::Target))
 }
@@ -167,10 +179,38 @@ impl Refusal {
 
 /// A request has a body if it says so or sends one.
 fn has_body(req: &Request<Incoming>) -> bool {
-    let h = req.headers();
-    h.contains_key(TRANSFER_ENCODING)
-        || h.get_all(CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0")
-        || !req.body().is_end_stream()
+    announces_body(req.headers()) || !req.body().is_end_stream() || req.extensions().get::<SentBody>().is_some()
+}
+
+fn announces_body(h: &http::HeaderMap) -> bool {
+    h.contains_key(TRANSFER_ENCODING) || h.get_all(CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0")
+}
+
+/// Marks an h2 request that sent DATA (see [`h2_await_end`]).
+#[derive(Clone, Copy)]
+struct SentBody;
+
+/// An h2 GET may end with an empty DATA frame carrying END_STREAM instead
+/// of END_STREAM on its HEADERS; some fetchers do that. Reads up to that
+/// end, within `within` (the head deadline: the request is not complete
+/// before it ends). A request that sends data, trailers, or does not end in
+/// time is marked as having a body, which `preflight` refuses.
+async fn h2_await_end(req: &mut Request<Incoming>, within: std::time::Duration) {
+    use http_body_util::BodyExt as _;
+    let ended = tokio::time::timeout(within, async {
+        loop {
+            match req.body_mut().frame().await {
+                None => return true,
+                Some(Ok(frame)) if frame.data_ref().is_some_and(|d| d.is_empty()) => continue,
+                Some(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !ended {
+        req.extensions_mut().insert(SentBody);
+    }
 }
 
 /// The host name a request is addressed to, without port. HTTP/1.1 requires

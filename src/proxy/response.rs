@@ -28,7 +28,8 @@ impl Deny {
     pub fn status(self) -> StatusCode {
         match self {
             Deny::Method => StatusCode::METHOD_NOT_ALLOWED,
-            Deny::Body | Deny::Host => StatusCode::BAD_REQUEST,
+            Deny::Body | Deny::Host | Deny::Malformed => StatusCode::BAD_REQUEST,
+            Deny::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Deny::Target | Deny::Path => StatusCode::NOT_FOUND,
             Deny::Capacity => StatusCode::SERVICE_UNAVAILABLE,
             Deny::Ip => StatusCode::FORBIDDEN,
@@ -48,6 +49,7 @@ pub fn error_body(status: StatusCode) -> &'static str {
         404 => r#"{"error":"not_found","message":"this proxy publishes only OIDC discovery documents and key sets"}"#,
         405 => r#"{"error":"method_not_allowed","message":"only GET and HEAD are allowed"}"#,
         429 => r#"{"error":"too_many_requests","message":"slow down"}"#,
+        431 => r#"{"error":"request_header_fields_too_large","message":"the request head is too large"}"#,
         502 => r#"{"error":"bad_gateway","message":"the issuer did not return a valid document"}"#,
         503 => r#"{"error":"unavailable","message":"the issuer is unavailable and no cached document may be served"}"#,
         504 => r#"{"error":"gateway_timeout","message":"the issuer did not answer in time"}"#,

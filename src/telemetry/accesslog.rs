@@ -216,8 +216,9 @@ fn run(rx: Receiver<Msg>, format: Format) {
     }
 }
 
-/// One summary line for the denied lines over budget and the records
-/// dropped on a full queue since the last report (at most once a second).
+/// One summary line for the lines left out since the last report (at most
+/// once a second): denied requests over budget, records dropped on a full
+/// queue, and library lines over theirs.
 fn report_left_out(out: &mut Vec<u8>, format: Format) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let Some(l) = LOGGER.get() else { return };
@@ -225,39 +226,60 @@ fn report_left_out(out: &mut Vec<u8>, format: Format) {
     if LAST.load(Ordering::Relaxed) == now {
         return;
     }
-    let denied = l.denied.take_left_out();
-    let dropped = l.dropped.swap(0, Ordering::Relaxed);
-    if denied == 0 && dropped == 0 {
+    let counts = [
+        ("denied_over_budget", l.denied.take_left_out()),
+        ("queue_full", l.dropped.swap(0, Ordering::Relaxed)),
+        ("library_over_budget", LIBRARY.take_left_out()),
+    ];
+    if counts.iter().all(|(_, n)| *n == 0) {
         return;
     }
     LAST.store(now, Ordering::Relaxed);
-    let ts = humantime::format_rfc3339_micros(SystemTime::now());
-    let mut d = itoa::Buffer::new();
-    let mut q = itoa::Buffer::new();
-    let (denied, dropped) = (d.format(denied), q.format(dropped));
+    let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+    let mut n = itoa::Buffer::new();
     match format {
         Format::Text => {
-            for part in [&ts.to_string(), "  WARN access: access-log lines left out: denied_over_budget=", denied] {
-                out.extend_from_slice(part.as_bytes());
-            }
-            for part in [" queue_full=", dropped, "\n"] {
-                out.extend_from_slice(part.as_bytes());
+            out.extend_from_slice(ts.as_bytes());
+            out.extend_from_slice(b"  WARN log: log lines left out:");
+            for (key, count) in counts {
+                for part in [" ", key, "=", n.format(count)] {
+                    out.extend_from_slice(part.as_bytes());
+                }
             }
         }
         Format::Json => {
             for part in [
                 "{\"timestamp\":\"",
-                &ts.to_string(),
-                "\",\"level\":\"WARN\",\"target\":\"access\",\"message\":\"access-log lines left out\",\"denied_over_budget\":",
-                denied,
-                ",\"queue_full\":",
-                dropped,
-                "}\n",
+                &ts,
+                "\",\"level\":\"WARN\",\"target\":\"log\",\"message\":\"log lines left out\"",
             ] {
                 out.extend_from_slice(part.as_bytes());
             }
+            for (key, count) in counts {
+                for part in [",\"", key, "\":", n.format(count)] {
+                    out.extend_from_slice(part.as_bytes());
+                }
+            }
+            out.push(b'}');
         }
     }
+    out.push(b'\n');
+}
+
+/// Lines a second the libraries beneath us (rustls, h2, hyper,
+/// rustls-acme) may write. Their events are mostly about peers, so without
+/// a budget a peer could make us write a line per connection (rustls warns
+/// for every ClientHello with an IP address as SNI). Ten a second keeps a
+/// real fault visible; the rest are counted in the summary line.
+const LIBRARY_LINES_PER_SECOND: usize = 10;
+
+static LIBRARY: Budget = Budget::new();
+
+/// The filter every `tracing` event passes (see the binary's logging set-up):
+/// ours always, a library's within [`LIBRARY_LINES_PER_SECOND`].
+pub fn within_budget(meta: &tracing::Metadata<'_>) -> bool {
+    // Callsites (spans) are asked too: only events are lines.
+    !meta.is_event() || meta.target().starts_with("wif_proxy") || LIBRARY.take(LIBRARY_LINES_PER_SECOND)
 }
 
 /// What stands before each field of an access line, per format.

@@ -49,6 +49,11 @@ labels! {
         ProxyProtocol => "proxy_protocol",
         /// The `*`-namespace cache is full.
         Capacity => "capacity",
+        /// A request head over `max_header_bytes` or `max_headers` (`431`).
+        HeadTooLarge => "head_too_large",
+        /// A request head that is not HTTP (hyper's `400`), or an h2
+        /// `:scheme` other than `http` or `https`.
+        Malformed => "malformed",
     }
 }
 
@@ -84,6 +89,11 @@ labels! {
         WriteTimeout => "write_timeout",
         /// Nothing in flight for `idle_timeout` (h2: GOAWAY `NO_ERROR`).
         IdleTimeout => "idle_timeout",
+        /// No TLS handshake within `tls.handshake_timeout`.
+        HandshakeTimeout => "handshake_timeout",
+        /// A TLS handshake that failed (no shared version or suite, a bad
+        /// record, a client that gave up).
+        HandshakeFailed => "handshake_failed",
     }
 }
 

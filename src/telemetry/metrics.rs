@@ -145,7 +145,8 @@ pub struct Metrics {
     pub certificate_expiry: Family<HostLabels, Gauge>,
     pub range_prefixes: Family<SourceLabels, Gauge>,
     pub range_last_refresh: Family<SourceLabels, Gauge>,
-    process_cpu: Gauge<f64, AtomicU64>,
+    /// A counter, as Prometheus' process metrics have it (`_total`).
+    process_cpu: Counter<f64, AtomicU64>,
     process_rss: Gauge,
     process_fds: Gauge,
     process_max_fds: Gauge,
@@ -217,7 +218,7 @@ impl Metrics {
             certificate_expiry: Family::default(),
             range_prefixes: Family::default(),
             range_last_refresh: Family::default(),
-            process_cpu: Gauge::default(),
+            process_cpu: Counter::default(),
             process_rss: Gauge::default(),
             process_fds: Gauge::default(),
             process_max_fds: Gauge::default(),
@@ -313,7 +314,13 @@ impl Metrics {
     fn process(&self) {
         let Ok(me) = procfs::process::Process::myself() else { return };
         if let Ok(stat) = me.stat() {
-            self.process_cpu.set((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64);
+            // Scrapes are serialised (`scrape`): the counter follows /proc
+            // by the difference, and never goes down.
+            let total = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+            let behind = total - self.process_cpu.get();
+            if behind > 0.0 {
+                self.process_cpu.inc_by(behind);
+            }
         }
         if let Ok(statm) = me.statm() {
             self.process_rss.set(i64::try_from(statm.resident * procfs::page_size()).unwrap_or(i64::MAX));

@@ -33,6 +33,7 @@ fn config_errors_name_file_line_field_and_value() {
         (format!("{base}header_read_timeout = \"5 parsecs\"\n{issuer}"), vec![":3:", "server.header_read_timeout", "5 parsecs"]),
         (format!("{base}listen = \"localhost\"\n{issuer}"), vec![":3:", "server.listen", "\"localhost\""]),
         (format!("{base}max_connections = -5\n{issuer}"), vec![":3:", "server.max_connections", "-5"]),
+        (format!("{base}listen_backlog = 0\n{issuer}"), vec![":3:", "server.listen_backlog", "0"]),
         (base.to_string(), vec!["no [[issuer]]"]),
         (format!("{base}{issuer}namespaces = [\"a/../b\"]\n"), vec![":7:", "issuer[0].namespaces[0]", "a/../b", ".."]),
         (format!("{base}{issuer}namespaces = [\"a//b\"]\n"), vec![":7:", "namespaces[0]", "//"]),

@@ -8,13 +8,12 @@
 //!
 //! Every loop and wait is bounded; the file runs in well under a minute.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::common::h2raw::*;
-use crate::common::pki::Pki;
+use crate::common::target::{Io, Target};
 use crate::common::*;
 
 /// The configured `idle_timeout` of the idle tests.
@@ -28,78 +27,6 @@ const IDLE: Duration = Duration::from_millis(1500);
 /// noise on a loaded machine; a regression to holding response buffers per
 /// stream (1 MiB and more) still fails it.
 const RSS_PER_ATTACK_CONNECTION: u64 = 768 * 1024;
-
-/// A running proxy binary and what it needs.
-struct Target {
-    p: Process,
-    _si: StandIn,
-    _dir: tempfile::TempDir,
-    /// TLS: the CA its certificate chains to.
-    ca: Option<String>,
-}
-
-impl Target {
-    async fn start(server_extra: &str, tls: bool) -> Target {
-        let si = StandIn::start().await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (tls_section, ca) = if tls {
-            let pki = Pki::new();
-            let (cert, key) = pki.leaf(&["wif.example.com"], -1, 30);
-            std::fs::write(dir.path().join("c.pem"), cert).unwrap();
-            std::fs::write(dir.path().join("k.pem"), key).unwrap();
-            let s = format!(
-                "[tls]\nmode = \"files\"\n[[tls.certificate]]\ncert = \"{0}/c.pem\"\nkey = \"{0}/k.pem\"\n",
-                dir.path().display()
-            );
-            (s, Some(pki.ca_pem.clone()))
-        } else {
-            (String::new(), None)
-        };
-        let rest =
-            format!("[rate_limit]\nenabled = false\n{tls_section}{}", vault_issuer("vault", &si.origin(), &[""]));
-        let path = dir.path().join("proxy.toml");
-        std::fs::write(&path, config(server_extra, &rest)).unwrap();
-        let p = Process::start(&path).await;
-        for _ in 0..200 {
-            if get(p.admin, "/readyz").await.status == 200 {
-                return Target { p, _si: si, _dir: dir, ca };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("never ready:\n{}", p.log_text());
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.p.public
-    }
-
-    fn pid(&self) -> u32 {
-        self.p.child.id().expect("running")
-    }
-
-    fn scheme(&self) -> &'static str {
-        if self.ca.is_some() {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    fn watch(&self, source: &'static str) -> Watcher {
-        Watcher::start(source, self.addr(), root_keys(), self.ca.clone())
-    }
-
-    /// A raw connection from `source`, TLS when the target is.
-    async fn raw(&self, source: &str) -> Box<dyn Io> {
-        match &self.ca {
-            None => Box::new(tcp_from(source, self.addr()).await),
-            Some(ca) => Box::new(tls_h2_from(source, self.addr(), ca).await),
-        }
-    }
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 fn assert_watched(w: &Watched, what: &str) {
     assert!(

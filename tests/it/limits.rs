@@ -220,3 +220,18 @@ async fn idle_keep_alive_connections_park_and_wake() {
     assert_eq!(si.count(slow_path), 1);
     p.stop().await;
 }
+
+/// `server.listen_backlog` reaches the kernel: `ss` shows a listening
+/// socket's accept-queue size in its Send-Q column.
+#[tokio::test]
+async fn the_listen_backlog_is_configurable() {
+    let si = StandIn::start().await;
+    let p = TestProxy::start(&config("listen_backlog = 777", &vault_issuer("v", &si.origin(), &[""]))).await;
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", p.addr.port())])
+        .output()
+        .expect("ss (iproute2) is needed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let send_q: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(send_q, ["777"], "ss -ltn: {text}");
+}

@@ -19,4 +19,5 @@ mod observability;
 mod openshift;
 mod props;
 mod ranges;
+mod refusals;
 mod tls;

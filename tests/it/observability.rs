@@ -284,7 +284,8 @@ async fn access_log_lines_and_the_denied_line_budget() {
     let access = |log: &str| -> Vec<serde_json::Value> {
         log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"] == "access")
+            // Access lines, and the summary of what was left out.
+            .filter(|v| v["target"] == "access" || v["target"] == "log")
             .collect()
     };
     // Lines and left-out counts add up once the log thread has reported.

@@ -42,6 +42,7 @@ pub(super) fn server(cx: &Cx<'_>, s: RawServer) -> Result<ServerConfig, ConfigEr
             &s.max_connections_per_ip,
             MAX_CONNECTIONS_PER_IP,
         )?,
+        listen_backlog: cx.int("server.listen_backlog", &s.listen_backlog, LISTEN_BACKLOG)?,
     })
 }
 

@@ -6,6 +6,7 @@
 pub mod h2raw;
 pub mod pki;
 pub mod standin;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
