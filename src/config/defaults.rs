@@ -88,8 +88,14 @@ pub const MAX_HEADERS: Int<usize> = int(64, 8, 1024);
 /// nginx's 511 dates from when the ceiling was 128 and 512 was the next
 /// power of two; a queued connection costs the kernel a socket, not us.
 pub const LISTEN_BACKLOG: Int<u32> = int(4096, 1, 65_535);
-/// Concurrent HTTP/2 streams per connection (the common server default).
-pub const H2_MAX_CONCURRENT_STREAMS: Int<u32> = int(100, 1, 10_000);
+/// Concurrent HTTP/2 streams per connection. A discovery client fetches
+/// two documents; 16 leaves room for parallel fetchers and retries. Each
+/// stream a peer may hold open costs ~2.5 KiB at worst (h2 and hyper's
+/// state while the peer grants no window): at 16 an h2 connection is
+/// bounded near 64 KiB, where the usual 100 would allow ~260 KiB, and
+/// `max_connections` times that is what the memory limit must hold
+/// (docs/security.md).
+pub const H2_MAX_CONCURRENT_STREAMS: Int<u32> = int(16, 1, 10_000);
 
 // --- [cache] ----------------------------------------------------------------
 

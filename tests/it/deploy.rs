@@ -280,3 +280,86 @@ fn the_dockerfile_builds_a_minimal_non_root_image() {
     assert!(!lines.iter().any(|l| l.starts_with("HEALTHCHECK")), "probes do that");
     assert!(lines.iter().any(|l| l.contains("--locked")));
 }
+
+/// The worst-case memory of one connection docs/security.md states (an h2
+/// connection holding `h2_max_concurrent_streams` zero-window streams, over
+/// TLS; h2attack.rs measures the plain part) and the process beside its
+/// connections. Every shipped deployment's memory limit must hold
+/// `max_connections` of them.
+const WORST_PER_CONNECTION: u64 = 128 * 1024;
+const BASELINE: u64 = 32 * 1024 * 1024;
+
+fn max_connections(toml_text: &str, what: &str) -> u64 {
+    let v: toml::Value = toml::from_str(toml_text).unwrap_or_else(|e| panic!("{what}: {e}"));
+    v.get("server").and_then(|s| s.get("max_connections")).and_then(|m| m.as_integer()).map_or(10_000, |m| m as u64)
+}
+
+fn quantity(q: &str) -> u64 {
+    let (n, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q}"));
+    n * match unit {
+        "Ki" | "K" => 1 << 10,
+        "Mi" | "M" => 1 << 20,
+        "Gi" | "G" => 1 << 30,
+        "" => 1,
+        _ => panic!("unit of {q}"),
+    }
+}
+
+#[test]
+fn every_deployment_memory_limit_holds_max_connections_at_their_worst() {
+    let unit = std::fs::read_to_string(format!("{DEPLOY}/systemd/wif-proxy.service")).unwrap();
+    let limit = unit.lines().find_map(|l| l.strip_prefix("MemoryMax=")).map(quantity).expect("MemoryMax in the unit");
+    let conns = max_connections(&std::fs::read_to_string(format!("{DEPLOY}/systemd/proxy.toml")).unwrap(), "systemd");
+    assert!(conns * WORST_PER_CONNECTION + BASELINE <= limit, "systemd: {conns} connections do not fit {limit} bytes");
+    if !require("kubectl") {
+        return;
+    }
+    let overlays = [
+        "edge",
+        "ingress",
+        "sidecar",
+        "openshift/vault",
+        "openshift/vault-reencrypt",
+        "openshift/spire",
+        "openshift/spire-reencrypt",
+    ];
+    for overlay in overlays {
+        let dir = format!("{DEPLOY}/kubernetes/overlays/{overlay}");
+        let mut objects = docs(&kustomize(&dir));
+        let conns = max_connections(&configmap_toml(&objects), overlay);
+        // The sidecar's container is in the patch and the Helm values.
+        if overlay == "sidecar" {
+            for f in ["vault-statefulset-patch.yaml", "vault-helm-values.yaml"] {
+                objects.extend(docs(&std::fs::read_to_string(format!("{dir}/{f}")).unwrap()));
+            }
+        }
+        let mut limits = Vec::new();
+        for o in &objects {
+            proxy_memory_limits(o, &mut limits);
+        }
+        assert!(!limits.is_empty(), "{overlay}: a wif-proxy container with a memory limit");
+        for limit in limits {
+            assert!(
+                conns * WORST_PER_CONNECTION + BASELINE <= limit,
+                "{overlay}: max_connections {conns} x {WORST_PER_CONNECTION} + {BASELINE} is over the limit {limit}"
+            );
+        }
+    }
+}
+
+/// The memory limits of every container named wif-proxy anywhere in `v`.
+fn proxy_memory_limits(v: &Value, out: &mut Vec<u64>) {
+    match v {
+        Value::Mapping(m) => {
+            if v["name"] == "wif-proxy" {
+                if let Some(q) = v["resources"]["limits"]["memory"].as_str() {
+                    out.push(quantity(q));
+                }
+            }
+            m.values().for_each(|x| proxy_memory_limits(x, out));
+        }
+        Value::Sequence(s) => s.iter().for_each(|x| proxy_memory_limits(x, out)),
+        _ => {}
+    }
+}
