@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONNECTION;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -249,9 +248,9 @@ fn ended(metrics: &Metrics, e: &std::io::Error) -> bool {
 /// state. Boxed, that state is freed the moment the answer is ready, and
 /// the stream waits holding only its response.
 ///
-/// An answer marked `Connection: close` (a refused body: what follows it
-/// cannot be trusted) closes an h2 connection as it closes an HTTP/1 one.
-/// h2 forbids the header itself (hyper drops it), so it is read here.
+/// An answer marked [`CloseConnection`] closes an h2 connection (GOAWAY,
+/// then close once the streams in flight are answered), as `Connection:
+/// close` closes an HTTP/1 one.
 #[derive(Clone)]
 struct Boxed<S> {
     service: S,
@@ -268,6 +267,12 @@ impl<S: ConnService> Service<http::Request<Incoming>> for Boxed<S> {
     }
 }
 
+/// Marks an answer after which the connection is closed, whatever the
+/// protocol: a refused body (a client that sends one may be trying to
+/// smuggle a request after it). HTTP/1 answers carry `Connection: close` too.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnection;
+
 /// The boxed answer of [`Boxed`].
 struct Answer<F> {
     answer: Pin<Box<F>>,
@@ -283,7 +288,7 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         let out = std::task::ready!(self.answer.as_mut().poll(cx));
         if let Ok(resp) = &out {
-            if resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")) {
+            if resp.extensions().get::<CloseConnection>().is_some() {
                 self.close.notify_one();
             }
         }

@@ -163,6 +163,12 @@ impl Routes {
     }
 
     /// Resolves a raw request target for an optional Host (without port).
+    /// Whether any issuer is bound to hosts: only then is a request's host
+    /// worth reading.
+    pub fn host_bound(&self) -> bool {
+        !self.by_host.is_empty()
+    }
+
     pub fn lookup<'a>(&self, host: Option<&str>, target: &'a str) -> Option<Lookup<'a>> {
         if let Some(host) = host {
             if let Some((_, table)) = self.by_host.iter().find(|(n, _)| n.eq_ignore_ascii_case(host)) {

@@ -6,7 +6,7 @@
 //! to anything that talks to the issuer: only the allowlist entry it matched is.
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, HOST, IF_NONE_MATCH, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
@@ -15,6 +15,7 @@ use hyper::body::{Body as _, Incoming};
 use crate::documents::cache::CacheStatus;
 use crate::documents::catalog::DocKind;
 use crate::edge::clientip;
+use crate::edge::http::CloseConnection;
 use crate::edge::listener::ConnInfo;
 use crate::proxy::allowlist::host_name;
 use crate::proxy::response::{self, Body, Deny};
@@ -52,21 +53,26 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>)
     } else {
         conn.client_ip
     };
-    let (mut resp, outcome) = answer(&snap, conn, client, &req).await;
+    let (mut resp, outcome) = answer(&snap, conn, client, &req, started).await;
+    if let Outcome::Denied(Deny::Body) = outcome {
+        resp.extensions_mut().insert(CloseConnection);
+    }
     if conn.tls {
         if let Some(hsts) = &snap.hsts {
             resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
-    record(&snap.metrics, &outcome, started);
+    // One clock read serves the histogram and the log line.
+    let took = started.elapsed();
+    record(&snap.metrics, &outcome, took);
     if snap.config.log.access {
-        access_log(&snap, client, &req, &resp, &outcome, started);
+        access_log(&snap, client, &req, &resp, &outcome, took);
     }
     resp
 }
 
-pub(crate) fn record(metrics: &Metrics, outcome: &Outcome<'_>, started: Instant) {
-    metrics.request_duration.observe(started.elapsed());
+pub(crate) fn record(metrics: &Metrics, outcome: &Outcome<'_>, took: Duration) {
+    metrics.request_duration.observe(took);
     match outcome {
         Outcome::Denied(d) => metrics.deny(*d),
         // Counted in `answer`, on the document's pre-resolved counters.
@@ -79,6 +85,7 @@ async fn answer<'s>(
     conn: &ConnInfo,
     client: IpAddr,
     req: &Request<Incoming>,
+    started: Instant,
 ) -> (Response<Body>, Outcome<'s>) {
     let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
 
@@ -87,8 +94,8 @@ async fn answer<'s>(
         Ok(t) => t,
         Err(refusal) => return refusal.answer(),
     };
-    // 4. Host (used only when issuers are bound to hosts).
-    let Ok(host) = request_host(req) else {
+    // 4. Host (read only when issuers are bound to hosts).
+    let Ok(host) = request_host(req, snap.routes.host_bound()) else {
         return deny(Deny::Host);
     };
     // 5. The allowlist: the raw target, byte for byte.
@@ -105,7 +112,8 @@ async fn answer<'s>(
             let not_modified =
                 req.headers().get(IF_NONE_MATCH).is_some_and(|v| response::if_none_match(v, &entry.etag));
             (
-                response::document(&entry, Instant::now(), not_modified),
+                // Ages are whole seconds: the request's start will do.
+                response::document(&entry, started, not_modified),
                 Outcome::Served { issuer, kind: doc.kind, cache },
             )
         }
@@ -213,14 +221,16 @@ async fn h2_await_end(req: &mut Request<Incoming>, within: std::time::Duration) 
     }
 }
 
-/// The host name a request is addressed to, without port. HTTP/1.1 requires
-/// exactly one Host header; h2 carries it in `:authority`.
-pub(crate) fn request_host(req: &Request<Incoming>) -> Result<Option<&str>, ()> {
+/// The host name a request is addressed to, without port (`None` unless
+/// `read`, when only its presence is checked). HTTP/1.1 requires exactly one
+/// Host header; h2 carries it in `:authority`.
+pub(crate) fn request_host(req: &Request<Incoming>, read: bool) -> Result<Option<&str>, ()> {
     if req.version() >= Version::HTTP_2 {
-        return Ok(req.uri().host().map(host_name));
+        return Ok(req.uri().host().filter(|_| read).map(host_name));
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {
+        (Some(_), None) if !read => Ok(None),
         (Some(h), None) => h.to_str().map(|h| Some(host_name(h))).map_err(|_| ()),
         (None, None) if req.version() == Version::HTTP_10 => Ok(None),
         _ => Err(()),
@@ -235,7 +245,7 @@ pub(crate) fn access_log(
     req: &Request<Incoming>,
     resp: &Response<Body>,
     outcome: &Outcome<'_>,
-    started: Instant,
+    took: Duration,
 ) {
     if !accesslog::enabled() {
         return;
@@ -257,7 +267,7 @@ pub(crate) fn access_log(
         version: req.version(),
         status: resp.status().as_u16(),
         bytes,
-        duration_us: started.elapsed().as_micros() as u64,
+        duration_us: took.as_micros() as u64,
         issuer: accesslog::Inline::new(issuer.as_bytes()),
         doc,
         cache,

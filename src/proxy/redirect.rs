@@ -21,9 +21,10 @@ pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, req: Request<Incom
     let started = Instant::now();
     let snap = shared.snapshot();
     let (resp, outcome) = redirect_answer(shared, &snap, conn.client_ip, &req);
-    record(&snap.metrics, &outcome, started);
+    let took = started.elapsed();
+    record(&snap.metrics, &outcome, took);
     if snap.config.log.access {
-        access_log(&snap, conn.client_ip, &req, &resp, &outcome, started);
+        access_log(&snap, conn.client_ip, &req, &resp, &outcome, took);
     }
     resp
 }
@@ -47,7 +48,7 @@ fn redirect_answer<'s>(
         }
         return deny(Deny::Path);
     }
-    let Ok(host) = request_host(req) else {
+    let Ok(host) = request_host(req, true) else {
         return deny(Deny::Host);
     };
     let issuer = match snap.routes.lookup(host, target) {

@@ -107,8 +107,10 @@ pub fn too_many_requests(wait: std::time::Duration) -> Response<Body> {
 pub fn document(entry: &Entry, now: Instant, not_modified: bool) -> Response<Body> {
     let left = entry.fresh_until().saturating_duration_since(now).as_secs();
     let age = now.saturating_duration_since(entry.fetched).as_secs();
-    let mut cc = itoa::Buffer::new();
-    let cc = format_cache_control(cc.format(left));
+    let (cc, age) = RECENT.with(|r| {
+        let mut r = r.borrow_mut();
+        (r.max_age.get(left, format_cache_control), r.age.get(age, HeaderValue::from))
+    });
     let mut resp = if not_modified {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -122,17 +124,53 @@ pub fn document(entry: &Entry, now: Instant, not_modified: bool) -> Response<Bod
     };
     let h = resp.headers_mut();
     h.insert(CACHE_CONTROL, cc);
-    h.insert(AGE, HeaderValue::from(age));
+    h.insert(AGE, age);
     h.insert(ETAG, entry.etag.clone());
     h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     resp
 }
 
-fn format_cache_control(secs: &str) -> HeaderValue {
+fn format_cache_control(secs: u64) -> HeaderValue {
     let mut v = Vec::with_capacity(24);
     v.extend_from_slice(b"public, max-age=");
-    v.extend_from_slice(secs.as_bytes());
+    v.extend_from_slice(itoa::Buffer::new().format(secs).as_bytes());
     HeaderValue::from_maybe_shared(Bytes::from(v)).expect("digits are a valid header value")
+}
+
+/// `Cache-Control` and `Age` change once a second, and every answer from
+/// one entry in that second carries the same two values: each worker thread
+/// keeps the values it built last, so a hit clones two shared values
+/// instead of formatting and allocating them.
+struct Recent {
+    max_age: Values,
+    age: Values,
+}
+
+/// Values by the number in them, a few at a time (several documents, or
+/// answers straddling a second).
+struct Values([(u64, Option<HeaderValue>); 4]);
+
+impl Values {
+    fn get(&mut self, n: u64, make: impl FnOnce(u64) -> HeaderValue) -> HeaderValue {
+        let slot = &mut self.0[(n % 4) as usize];
+        match slot {
+            (m, Some(v)) if *m == n => v.clone(),
+            _ => {
+                let v = make(n);
+                *slot = (n, Some(v.clone()));
+                v
+            }
+        }
+    }
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> = const {
+        std::cell::RefCell::new(Recent {
+            max_age: Values([const { (0, None) }; 4]),
+            age: Values([const { (0, None) }; 4]),
+        })
+    };
 }
 
 /// Does `If-None-Match` name this entity tag? (Weak comparison, RFC 9110 13.1.2.)
@@ -155,6 +193,22 @@ mod tests {
         for no in ["\"ab\"", "abc", ""] {
             assert!(!if_none_match(&HeaderValue::from_static(no), &etag), "{no}");
         }
+    }
+
+    #[test]
+    fn recent_values_are_built_once_per_number() {
+        let mut v = Values([const { (0, None) }; 4]);
+        let mut built = 0;
+        let mut make = |n: u64| {
+            built += 1;
+            format_cache_control(n)
+        };
+        assert_eq!(v.get(300, &mut make), "public, max-age=300");
+        assert_eq!(v.get(300, &mut make), "public, max-age=300");
+        assert_eq!(v.get(299, &mut make), "public, max-age=299");
+        assert_eq!(v.get(304, &mut make), "public, max-age=304", "same slot as 300");
+        assert_eq!(v.get(0, &mut make), "public, max-age=0", "an empty slot is never taken for 0");
+        assert_eq!(built, 4);
     }
 
     #[test]
