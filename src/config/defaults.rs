@@ -183,3 +183,17 @@ pub const MAX_DOCUMENT_BYTES: Int<usize> = int(MIB, 256, 64 * MIB);
 /// A document failing the issuer guard is warned about (and shown on
 /// `/readyz`) but served: refusing it is opt-in, as it breaks a working setup.
 pub const STRICT_ISSUER: bool = false;
+/// More nodes than any HA cluster has: each is tried in turn within one
+/// `upstream_timeout`.
+pub const MAX_UPSTREAM_NODES: usize = 16;
+/// The Host sent over a unix socket when `upstream_host` is not set: the
+/// name a local web server answers to by default.
+pub const UNIX_UPSTREAM_HOST: &str = "localhost";
+/// Forwarding headers are opt-in: most issuers ignore them, and the ones
+/// that read them build their URLs from them.
+pub const UPSTREAM_FORWARDED_HEADERS: bool = false;
+/// The longest unix socket path Linux accepts (`sun_path` less its NUL).
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+/// A bearer token file larger than this is not a token (projected
+/// service-account tokens are about 1 KiB).
+pub const MAX_BEARER_TOKEN_BYTES: usize = 16 * KIB;

@@ -107,3 +107,15 @@ pub enum CustomPathError {
     #[error("must not contain \".\" or \"..\" segments")]
     DotSegment,
 }
+
+/// Why a bearer token file's content cannot be sent (the message never
+/// quotes the content: it is a credential).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerTokenError {
+    /// Nothing but whitespace.
+    #[error("the token file is empty")]
+    Empty,
+    /// Whitespace or control characters inside, or bytes a header cannot carry.
+    #[error("the token file holds more than one token (whitespace or control characters inside it)")]
+    NotAToken,
+}

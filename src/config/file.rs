@@ -175,7 +175,10 @@ pub(super) struct RawAcme {
 pub(super) struct RawIssuer {
     pub(super) name: Text,
     pub(super) kind: Text,
-    pub(super) upstream: Text,
+    pub(super) upstream: Spanned<RawUpstream>,
+    pub(super) upstream_host: Option<Text>,
+    pub(super) upstream_forwarded_headers: Option<bool>,
+    pub(super) upstream_bearer_token_file: Option<Text>,
     #[serde(default)]
     pub(super) namespaces: Option<Vec<Text>>,
     #[serde(default)]
@@ -192,4 +195,45 @@ pub(super) struct RawIssuer {
     pub(super) upstream_timeout: Option<Text>,
     pub(super) max_document_bytes: Option<Number>,
     pub(super) strict_issuer: Option<bool>,
+}
+
+/// `upstream`: one origin, or a list of them tried in order.
+pub(super) enum RawUpstream {
+    /// `upstream = "https://vault:8200"` (its span is the outer value's).
+    One(String),
+    /// `upstream = ["https://vault-0:8200", "https://vault-1:8200"]`.
+    Many(Vec<Text>),
+}
+
+/// As written, for messages: the string, or the list of strings.
+impl std::fmt::Debug for RawUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawUpstream::One(s) => write!(f, "{s:?}"),
+            RawUpstream::Many(list) => f.debug_list().entries(list.iter().map(|v| v.get_ref())).finish(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawUpstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawUpstream;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an origin string or a list of origin strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawUpstream, E> {
+                Ok(RawUpstream::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawUpstream, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<Text>()? {
+                    out.push(v);
+                }
+                Ok(RawUpstream::Many(out))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }

@@ -31,14 +31,14 @@ mod tests;
 
 use std::path::Path;
 
-pub use defaults::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN};
-pub use error::{ConfigError, CustomPathError, NamespaceError};
+pub use defaults::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MAX_BEARER_TOKEN_BYTES, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN};
+pub use error::{BearerTokenError, ConfigError, CustomPathError, NamespaceError};
 pub use model::{
-    AcmeChallenge, AcmeSettings, CacheConfig, CertificateFiles, ClientIpConfig, ClientIpSource, Config, IpAllowConfig,
-    IpAllowMode, IssuerConfig, IssuerKind, LogConfig, Namespaces, RangeFormat, RangeLocation, RangeSourceConfig,
-    RateLimitConfig, ServerConfig, TlsConfig, TlsMode, UpstreamUrl,
+    AcmeChallenge, AcmeSettings, CacheConfig, CertificateFiles, ClientIpConfig, ClientIpSource, Config, Forwarded,
+    IpAllowConfig, IpAllowMode, IssuerConfig, IssuerKind, LogConfig, Namespaces, RangeFormat, RangeLocation,
+    RangeSourceConfig, RateLimitConfig, ServerConfig, TlsConfig, TlsMode, UpstreamUrl,
 };
-pub use values::{check_custom_path, check_namespace, is_namespace_segment, RESERVED_NAMESPACES};
+pub use values::{check_bearer_token, check_custom_path, check_namespace, is_namespace_segment, RESERVED_NAMESPACES};
 
 impl Config {
     /// Reads and validates `path`.

@@ -328,6 +328,9 @@ pub enum IssuerKind {
     VaultOidcProvider,
     /// A SPIRE OIDC discovery provider.
     Spire,
+    /// A Kubernetes API server's service-account issuer discovery
+    /// (`/.well-known/openid-configuration`, `/openid/v1/jwks`).
+    Kubernetes,
     /// Any issuer, with its exact public paths listed.
     Custom,
 }
@@ -364,8 +367,18 @@ pub struct IssuerConfig {
     pub name: String,
     /// Decides the public paths.
     pub kind: IssuerKind,
-    /// Where documents are fetched from.
-    pub upstream: UpstreamUrl,
+    /// Where documents are fetched from: one node or more, tried in order
+    /// (starting with the one that last answered well).
+    pub upstream: Vec<UpstreamUrl>,
+    /// The `Host` header sent to every node; `None`: each node's own
+    /// authority. `kind = "spire"` defaults to the public URL's host.
+    pub upstream_host: Option<String>,
+    /// `X-Forwarded-Host`/`X-Forwarded-Proto` sent to the upstream, from the
+    /// public URL (never from a client); `None`: not sent.
+    pub upstream_forwarded: Option<Forwarded>,
+    /// A file whose content is sent as `Authorization: Bearer …`, re-read
+    /// when it changes (projected service-account tokens rotate).
+    pub upstream_bearer_token_file: Option<PathBuf>,
     /// Vault kinds: which namespaces are published.
     pub namespaces: Namespaces,
     /// `vault-oidc-provider`: the provider names published.
@@ -393,13 +406,46 @@ pub struct IssuerConfig {
     pub strict_issuer: bool,
 }
 
-/// An upstream origin: `http(s)://host[:port]`, nothing else.
+impl IssuerConfig {
+    /// The upstream as one string: the origin, or the origins joined by
+    /// spaces (cache slots and persisted documents are keyed by it).
+    pub fn upstream_label(&self) -> String {
+        self.upstream.iter().map(|u| u.origin.as_str()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The forwarding headers an upstream is sent (`upstream_forwarded_headers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// `X-Forwarded-Host`: the public URL's host (and port, if it has one).
+    pub host: String,
+    /// `X-Forwarded-Proto`: the public URL's scheme.
+    pub proto: String,
+}
+
+/// An upstream node: `http(s)://host[:port]` or `unix:/path/to.sock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     /// Whether the upstream speaks TLS.
     pub https: bool,
-    /// `host:port` or `host` exactly as written (used as the Host header).
+    /// `host:port` or `host` exactly as written (the default Host header);
+    /// `localhost` for a unix socket.
     pub authority: String,
-    /// `scheme://authority`, the prefix requests are built on.
+    /// As written: `scheme://authority`, or `unix:/path`; names the node in
+    /// logs, `/readyz` and metrics.
     pub origin: String,
+    /// The socket of a `unix:` upstream (plain HTTP over it).
+    pub unix: Option<PathBuf>,
+}
+
+impl UpstreamUrl {
+    /// The prefix request URLs are built on (`http://localhost` for a unix
+    /// socket, which the client dials whatever the URL says).
+    pub fn base(&self) -> String {
+        if self.unix.is_some() {
+            format!("http://{}", self.authority)
+        } else {
+            self.origin.clone()
+        }
+    }
 }

@@ -70,7 +70,14 @@ fn enumerated_words_come_from_serde_and_round_trip() {
     check::<ClientIpSource>(&["peer", "proxy_protocol", "x_forwarded_for"]);
     check::<IpAllowMode>(&["off", "report", "enforce"]);
     check::<RangeFormat>(&["cidrs", "aws", "gcp", "goog", "azure", "oracle"]);
-    check::<IssuerKind>(&["vault-plugin-wif", "vault-identity", "vault-oidc-provider", "spire", "custom"]);
+    check::<IssuerKind>(&[
+        "vault-plugin-wif",
+        "vault-identity",
+        "vault-oidc-provider",
+        "spire",
+        "kubernetes",
+        "custom",
+    ]);
     assert_eq!(IssuerKind::VaultOidcProvider.as_str(), "vault-oidc-provider");
     assert_eq!(RangeFormat::Goog.as_str(), "goog");
 }
@@ -105,7 +112,7 @@ fn unknown_words_list_what_is_accepted() {
     let kind = error(&MIN.replace("vault-plugin-wif", "vault"));
     assert_eq!(
         kind,
-        "t.toml:5: issuer[0].kind = \"vault\": unknown kind; expected one of vault-plugin-wif, vault-identity, vault-oidc-provider, spire, custom"
+        "t.toml:5: issuer[0].kind = \"vault\": unknown kind; expected one of vault-plugin-wif, vault-identity, vault-oidc-provider, spire, kubernetes, custom"
     );
 }
 
@@ -220,4 +227,111 @@ fn fetched_urls_are_https_but_range_mirrors_may_be_local() {
     );
     assert!(directory("https://127.0.0.1:14000/dir").is_ok());
     assert!(directory("http://127.0.0.1:14000/dir").is_err(), "the ACME directory is https, even on loopback");
+}
+
+/// `upstream` as a list, `unix:`, `upstream_host`, the forwarding headers and
+/// the bearer token file: what they mean, and every refusal naming file,
+/// line, field and value.
+#[test]
+fn upstream_keys() {
+    let issuer = |kind: &str, upstream: &str, extra: &str| {
+        format!("[server]\npublic_url = \"https://oidc.example.com:8443\"\n[[issuer]]\nname = \"i\"\nkind = \"{kind}\"\nupstream = {upstream}\n{extra}")
+    };
+    // A list, in order; one label for the cache and persisted documents.
+    let c =
+        parse(&issuer("vault-plugin-wif", "[\n  \"https://v0:8200\",\n  \"https://v1:8200\",\n]", "")).expect("valid");
+    let origins: Vec<&str> = c.issuers[0].upstream.iter().map(|u| u.origin.as_str()).collect();
+    assert_eq!(origins, ["https://v0:8200", "https://v1:8200"]);
+    assert_eq!(c.issuers[0].upstream_label(), "https://v0:8200 https://v1:8200");
+    assert_eq!(c.issuers[0].upstream_host, None, "each node's own name unless set");
+    // SPIRE is sent the public host; a unix socket speaks plain HTTP.
+    let c =
+        parse(&issuer("spire", "\"unix:/run/spire/oidc.sock\"", "upstream_forwarded_headers = true\n")).expect("valid");
+    let i = &c.issuers[0];
+    assert_eq!(i.upstream[0].unix.as_deref(), Some(Path::new("/run/spire/oidc.sock")));
+    assert_eq!((i.upstream[0].base().as_str(), i.upstream[0].https), ("http://localhost", false));
+    assert_eq!(i.upstream_host.as_deref(), Some("oidc.example.com:8443"));
+    assert_eq!(i.upstream_forwarded, Some(Forwarded { host: "oidc.example.com:8443".into(), proto: "https".into() }));
+    let c =
+        parse(&issuer("spire", "\"http://127.0.0.1:8080\"", "upstream_host = \"Spire.Internal\"\n")).expect("valid");
+    assert_eq!(c.issuers[0].upstream_host.as_deref(), Some("spire.internal"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOi.payload.sig\n").expect("write");
+    let missing = dir.path().join("missing");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let with_token = |upstream: &str, file: &Path| {
+        issuer("kubernetes", upstream, &format!("upstream_bearer_token_file = \"{}\"\n", file.display()))
+    };
+    let c = parse(&with_token("\"https://kubernetes.default.svc\"", &token)).expect("valid");
+    assert_eq!(c.issuers[0].upstream_bearer_token_file.as_deref(), Some(token.as_path()));
+    assert!(parse(&with_token("\"http://127.0.0.1:6443\"", &token)).is_ok(), "loopback may be plain");
+
+    let cases: Vec<(String, String)> = vec![
+        (issuer("spire", "[]", ""), "t.toml:6: issuer[0].upstream = []: upstream is empty: give one origin, or several to fail over between".into()),
+        (
+            issuer("spire", "\"ftp://spire:8080\"", ""),
+            "t.toml:6: issuer[0].upstream = \"ftp://spire:8080\": unknown scheme \"ftp\": write http://host:port, https://host:port or unix:/path/to.sock".into(),
+        ),
+        (
+            issuer("spire", "[\"https://a\",\n\"gopher://b\"]", ""),
+            "t.toml:7: issuer[0].upstream[1] = \"gopher://b\": unknown scheme \"gopher\"".into(),
+        ),
+        (
+            issuer("spire", "[\"https://a\", \"https://a\"]", ""),
+            "t.toml:6: issuer[0].upstream[1] = \"https://a\": listed twice".into(),
+        ),
+        (
+            issuer("spire", "[\"https://a\", \"http://b\"]", ""),
+            "t.toml:6: issuer[0].upstream[1] = \"http://b\": every node of one issuer is reached the same way".into(),
+        ),
+        (
+            issuer("spire", "\"unix:run/oidc.sock\"", ""),
+            "t.toml:6: issuer[0].upstream = \"unix:run/oidc.sock\": a unix socket upstream is unix:/absolute/path/to.sock".into(),
+        ),
+        (
+            issuer("spire", "\"https://a\"", "upstream_host = \"a/b\"\n"),
+            "t.toml:7: issuer[0].upstream_host = \"a/b\": a Host is host or host:port".into(),
+        ),
+        (
+            issuer("spire", "\"https://a\"", "upstream_host = \"u@a\"\n"),
+            "t.toml:7: issuer[0].upstream_host = \"u@a\": a Host is host or host:port".into(),
+        ),
+        (
+            with_token("\"https://k8s\"", &missing),
+            format!("t.toml:7: issuer[0].upstream_bearer_token_file = \"{}\": cannot read: No such file or directory", missing.display()),
+        ),
+        (
+            with_token("\"https://k8s\"", &empty),
+            format!("t.toml:7: issuer[0].upstream_bearer_token_file = \"{}\": the token file is empty", empty.display()),
+        ),
+        (
+            with_token("\"http://k8s:6443\"", &token),
+            format!("t.toml:7: issuer[0].upstream_bearer_token_file = \"{}\": the token would cross the network in clear to http://k8s:6443", token.display()),
+        ),
+        (
+            issuer("spire", "\"unix:/run/oidc.sock\"", "upstream_ca = \"ca.pem\"\n"),
+            "t.toml:6: issuer[0].upstream_ca = \"unix:/run/oidc.sock\": upstream_ca needs an https upstream".into(),
+        ),
+        (
+            issuer("spire", "\"https://a\"", "upstream_forwarded_headers = \"yes\"\n"),
+            "t.toml:7: invalid type: string \"yes\", expected a boolean".into(),
+        ),
+    ];
+    for (text, message) in cases {
+        let e = error(&text);
+        assert!(e.starts_with(&message), "{e:?} should start with {message:?}");
+    }
+}
+
+#[test]
+fn kubernetes_publishes_the_api_servers_two_documents() {
+    let c = parse(&MIN.replace("vault-plugin-wif", "kubernetes")).expect("valid");
+    assert_eq!(c.issuers[0].kind, IssuerKind::Kubernetes);
+    let e = error(
+        &MIN.replace("vault-plugin-wif", "kubernetes").replace("name = \"v\"", "name = \"v\"\nnamespaces = [\"a\"]"),
+    );
+    assert!(e.ends_with("namespaces apply only to Vault kinds, not kubernetes"), "{e}");
 }

@@ -20,10 +20,11 @@ use ipnet::IpNet;
 use super::context::Cx;
 use super::defaults::{
     Int, Interval, MAX_CUSTOM_PATH_BYTES, MAX_DNS_LABEL_LEN, MAX_DNS_NAME_LEN, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN,
+    MAX_UNIX_SOCKET_PATH, UNIX_UPSTREAM_HOST,
 };
 use super::file::{Number, Text};
 use super::keyword::Keyword;
-use super::{ConfigError, CustomPathError, NamespaceError, UpstreamUrl};
+use super::{BearerTokenError, ConfigError, CustomPathError, NamespaceError, UpstreamUrl};
 use crate::net::ipset;
 
 /// Vault path segments that can never be namespace names.
@@ -136,16 +137,56 @@ impl Cx<'_> {
         Ok(s.clone())
     }
 
-    /// An issuer's origin: `http(s)://host[:port]`.
+    /// An issuer node: `http(s)://host[:port]`, or `unix:/absolute/path.sock`.
     pub(super) fn upstream(&self, field: &str, v: &Text) -> Result<UpstreamUrl, ConfigError> {
-        let (https, rest) = split_origin(v.get_ref()).ok_or_else(|| {
+        let s = v.get_ref();
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') || path.ends_with('/') || path.contains('\0') {
+                return Err(self.invalid(field, v, "a unix socket upstream is unix:/absolute/path/to.sock"));
+            }
+            if path.len() > MAX_UNIX_SOCKET_PATH {
+                return Err(self.invalid(
+                    field,
+                    v,
+                    format!("unix socket paths are at most {MAX_UNIX_SOCKET_PATH} bytes"),
+                ));
+            }
+            return Ok(UpstreamUrl {
+                https: false,
+                authority: UNIX_UPSTREAM_HOST.to_string(),
+                origin: s.clone(),
+                unix: Some(PathBuf::from(path)),
+            });
+        }
+        if let Some((scheme, _)) = s.split_once("://").filter(|(scheme, _)| !matches!(*scheme, "http" | "https")) {
+            return Err(self.invalid(
+                field,
+                v,
+                format!("unknown scheme {scheme:?}: write http://host:port, https://host:port or unix:/path/to.sock"),
+            ));
+        }
+        let (https, rest) = split_origin(s).ok_or_else(|| {
             self.invalid(
                 field,
                 v,
                 "must be an origin: http://host:port or https://host:port, with no path, query or credentials",
             )
         })?;
-        Ok(UpstreamUrl { https, authority: rest.to_string(), origin: v.get_ref().clone() })
+        Ok(UpstreamUrl { https, authority: rest.to_string(), origin: s.clone(), unix: None })
+    }
+
+    /// A Host header value: a DNS name or IP address, with an optional
+    /// port, lower-cased.
+    pub(super) fn authority(&self, field: &str, v: &Text) -> Result<String, ConfigError> {
+        let text = v.get_ref().to_ascii_lowercase();
+        let bad = || self.invalid(field, v, "a Host is host or host:port (a DNS name or an IP address), nothing else");
+        let uri: http::Uri = format!("http://{text}/").parse().map_err(|_| bad())?;
+        let authority = uri.authority().ok_or_else(bad)?;
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        if authority.as_str() != text || text.contains('@') || !(is_dns_name(host) || host.parse::<IpAddr>().is_ok()) {
+            return Err(bad());
+        }
+        Ok(text)
     }
 
     /// One of an enum's words; `default` when absent.
@@ -321,6 +362,20 @@ pub fn check_namespace(ns: &str) -> Result<(), NamespaceError> {
 /// letter or digit. The `*` wildcard's regex uses the same.
 pub fn is_namespace_segment(seg: &str) -> bool {
     is_name(seg) && seg.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// The token in a bearer token file's content: the content without
+/// surrounding whitespace (a trailing newline is common), one run of
+/// visible ASCII.
+pub fn check_bearer_token(content: &str) -> Result<&str, BearerTokenError> {
+    let token = content.trim();
+    if token.is_empty() {
+        return Err(BearerTokenError::Empty);
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BearerTokenError::NotAToken);
+    }
+    Ok(token)
 }
 
 /// Checks a `custom` public path: absolute, no query/fragment/encoding, no

@@ -28,7 +28,7 @@ use crate::config::CacheConfig;
 use crate::documents::catalog::{DocKind, Expected};
 use crate::documents::persist::{Persist, Record};
 use crate::documents::upstream::{FetchError, Freshness, Upstream};
-use crate::documents::validate::{self, Facts, InvalidDocument, IssuerMismatch};
+use crate::documents::validate::{self, Facts, InvalidDocument, IssuerMismatch, Remedy};
 use crate::telemetry::metrics::{CacheEvent, ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
 
 /// What a slot serves and how it is named; they live in their own module so
@@ -76,8 +76,8 @@ pub struct Source {
     pub expected: Option<Expected>,
     /// Whether an issuer-guard finding makes the document unservable.
     pub strict_issuer: bool,
-    /// Whether the issuer is Vault (chooses the guard's advice).
-    pub vault: bool,
+    /// What the guard advises when a discovery document does not match.
+    pub remedy: Remedy,
     pub policy: Policy,
     /// Where good documents are saved, when `cache.dir` is set.
     pub persist: Option<Arc<Persist>>,
@@ -327,7 +327,7 @@ impl Slot {
     /// with `strict_issuer`, otherwise the document is served regardless.
     fn guard(&self, src: &Source, facts: &Facts) -> Result<(), IssuerMismatch> {
         let Some(expected) = &src.expected else { return Ok(()) };
-        match validate::check_issuer(facts, expected, src.vault) {
+        match validate::check_issuer(facts, expected, src.remedy) {
             Ok(()) => {
                 if self.mismatch.swap(None).is_some() {
                     tracing::info!(issuer = %self.key.issuer, path = %self.key.path, "issuer guard: discovery document now matches the public URL");
@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(invalid.to_string(), "not a JSON object");
         let e = Expected { issuer: "https://w".into(), jwks_uris: vec!["https://w/keys".into()] };
         let facts = Facts::Discovery { issuer: "http://x".into(), jwks_uri: "https://w/keys".into() };
-        let mismatch = validate::check_issuer(&facts, &e, false).expect_err("mismatch");
+        let mismatch = validate::check_issuer(&facts, &e, Remedy::Other).expect_err("mismatch");
         let text = RestoreError::from(mismatch.clone()).to_string();
         assert_eq!(text, format!("issuer mismatch (strict_issuer = true): {mismatch}"));
         assert_eq!(text, FetchError::Mismatch(mismatch.to_string()).to_string(), "same words as a strict fetch");

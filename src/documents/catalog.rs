@@ -54,7 +54,24 @@ pub fn issuer_paths(issuer: &IssuerConfig) -> Vec<(String, DocKind)> {
         IssuerKind::Spire => {
             vec![(DISCOVERY_SUFFIX.to_string(), DocKind::Discovery), ("/keys".to_string(), DocKind::Keys)]
         }
+        IssuerKind::Kubernetes => {
+            vec![(DISCOVERY_SUFFIX.to_string(), DocKind::Discovery), (KUBERNETES_JWKS.to_string(), DocKind::Keys)]
+        }
         IssuerKind::Custom => issuer.paths.iter().map(|p| (p.clone(), kind_of_custom(p))).collect(),
+    }
+}
+
+/// Where a Kubernetes API server publishes its service-account keys
+/// (ServiceAccountIssuerDiscovery), and the `jwks_uri` that
+/// `--service-account-jwks-uri` must make it advertise.
+pub const KUBERNETES_JWKS: &str = "/openid/v1/jwks";
+
+/// The `Accept` header of every fetch for `kind`: JSON, and for Kubernetes
+/// also the media type its API server gives key sets.
+pub fn accept(kind: IssuerKind) -> &'static str {
+    match kind {
+        IssuerKind::Kubernetes => "application/json, application/jwk-set+json",
+        _ => "application/json",
     }
 }
 
@@ -82,6 +99,7 @@ pub fn expected(issuer: &IssuerConfig, path: &str) -> Expected {
     let iss = format!("{}{prefix}", issuer.public_url);
     let jwks_uris = match issuer.kind {
         IssuerKind::Spire => vec![format!("{}/keys", issuer.public_url)],
+        IssuerKind::Kubernetes => vec![format!("{}{KUBERNETES_JWKS}", issuer.public_url)],
         IssuerKind::Custom => issuer
             .paths
             .iter()
@@ -91,4 +109,29 @@ pub fn expected(issuer: &IssuerConfig, path: &str) -> Expected {
         _ => vec![format!("{iss}/.well-known/keys")],
     };
     Expected { issuer: iss, jwks_uris }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn kubernetes_paths_and_what_its_discovery_document_must_say() {
+        let text = "[server]\npublic_url = \"https://k8s-oidc.example.com\"\n[[issuer]]\nname = \"k\"\nkind = \"kubernetes\"\nupstream = \"https://127.0.0.1:6443\"\n";
+        let config = Config::parse(std::path::Path::new("t.toml"), text).expect("valid");
+        let issuer = &config.issuers[0];
+        assert_eq!(
+            issuer_paths(issuer),
+            vec![
+                ("/.well-known/openid-configuration".to_string(), DocKind::Discovery),
+                ("/openid/v1/jwks".to_string(), DocKind::Keys),
+            ]
+        );
+        let e = expected(issuer, "/.well-known/openid-configuration");
+        assert_eq!(e.issuer, "https://k8s-oidc.example.com");
+        assert_eq!(e.jwks_uris, vec!["https://k8s-oidc.example.com/openid/v1/jwks".to_string()]);
+        assert_eq!(accept(IssuerKind::Kubernetes), "application/json, application/jwk-set+json");
+        assert_eq!(accept(IssuerKind::Spire), "application/json");
+    }
 }

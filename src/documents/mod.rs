@@ -1,6 +1,6 @@
 //! The documents and their cache: which documents an issuer publishes
 //! ([`catalog`]), how they are fetched ([`upstream`]) and checked
-//! ([`validate`]), and how the last good one ([`entry`]) is kept in memory
+//! ([`validate`]) with which credentials ([`token`]), and how the last good one ([`entry`]) is kept in memory
 //! ([`cache`]) and on disk ([`persist`]).
 //!
 //! Imports run one way, top to bottom: `cache` uses everything below it;
@@ -10,5 +10,6 @@ pub mod cache;
 pub mod catalog;
 pub mod entry;
 pub mod persist;
+pub mod token;
 pub mod upstream;
 pub mod validate;

@@ -1,24 +1,41 @@
 //! The only way anything reaches the issuer.
 //!
 //! Every upstream request is built here, in [`Upstream::fetch`], from
-//! configuration and constants: `GET <origin><allowlisted path>` with
-//! `Accept: application/json` and our fixed `User-Agent`; the client adds
-//! the origin's `Host`, and nothing else. No value from a client request is a
+//! configuration and constants: `GET <node><allowlisted path>` with the
+//! kind's `Accept`, our fixed `User-Agent`, the `Host` (the node's own, or
+//! `upstream_host`), and — only when configured — `X-Forwarded-Host` and
+//! `X-Forwarded-Proto` from the public URL and `Authorization: Bearer` from
+//! the token file; nothing else. No value from a client request is a
 //! parameter of this module, so none can be copied. Redirects are never
 //! followed, the body is capped while it streams in, and the whole exchange
 //! runs under one deadline. The connection itself (trust, client
-//! certificate, HTTP/1.1, connect timeout) comes from [`crate::net`].
+//! certificate, HTTP/1.1, connect timeout, unix sockets) comes from
+//! [`crate::net`].
+//!
+//! An issuer with several nodes (`upstream = [...]`) is tried node by node,
+//! starting with the one that last answered 200; a node that cannot answer
+//! for the cluster (refused, timed out, reset, 5xx, a standby's redirect, a
+//! sealed 503) is passed over for the next, all within `upstream_timeout`,
+//! each node getting an equal share of what is left. Each node's last
+//! outcome is kept for `/readyz` and the metrics.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::Empty;
 
 use crate::config::IssuerConfig;
+use crate::documents::catalog;
+use crate::documents::token::BearerToken;
 use crate::net::client::{read_body, BodyError, ClientOptions, HttpClient, SendError, USER_AGENT_VALUE};
 use crate::net::trust::{self, Anchors, Identity, PemFileError, TrustError};
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Why the client for an issuer could not be built (a configuration error:
 /// the issuer's CA or client certificate files).
@@ -32,6 +49,8 @@ pub enum UpstreamError {
     Identity { issuer: String, field: &'static str, source: PemFileError },
     #[error("issuer {issuer:?}: {source}")]
     Tls { issuer: String, source: TrustError },
+    #[error("issuer {issuer:?}: {field} is not a valid header value")]
+    Header { issuer: String, field: &'static str },
 }
 
 /// Why no good document came back.
@@ -47,6 +66,10 @@ pub enum FetchError {
     NotFound,
     #[error("answered 503 (Vault sealed, uninitialised or in standby?)")]
     Unavailable,
+    #[error("answered {0}: the upstream refused our credentials (upstream_bearer_token_file missing, expired, or not allowed to read the discovery documents)")]
+    Unauthorized(u16),
+    #[error("no bearer token: {0}")]
+    Token(String),
     #[error("answered {0}")]
     Status(u16),
     #[error("document larger than max_document_bytes ({0} bytes)")]
@@ -78,11 +101,29 @@ impl FetchError {
             FetchError::Redirect(_) => "redirect",
             FetchError::NotFound => "not_found",
             FetchError::Unavailable => "unavailable",
+            FetchError::Unauthorized(_) => "unauthorized",
+            FetchError::Token(_) => "token",
             FetchError::Status(_) => "status",
             FetchError::TooLarge(_) => "too_large",
             FetchError::Other(_) => "error",
             FetchError::Invalid(_) => "invalid",
             FetchError::Mismatch(_) => "mismatch",
+        }
+    }
+}
+
+impl FetchError {
+    /// Whether this says something about one node rather than the
+    /// cluster, so that the next node should be asked: no connection, no
+    /// complete answer, a 5xx (a sealed 503 included), a redirect (a
+    /// standby's 307). A 200, 404, 401/403 or other 4xx is the cluster's
+    /// answer.
+    pub fn is_node_failure(&self) -> bool {
+        match self {
+            FetchError::Connect(_) | FetchError::Timeout(_) | FetchError::Other(_) => true,
+            FetchError::Unavailable | FetchError::Redirect(_) => true,
+            FetchError::Status(s) => *s >= 500,
+            _ => false,
         }
     }
 }
@@ -123,64 +164,188 @@ pub struct Fetched {
     pub freshness: Freshness,
 }
 
-/// A connection pool to one issuer, with that issuer's limits.
-pub struct Upstream {
-    client: HttpClient,
+/// One upstream node and its last outcome.
+struct Node {
+    /// As configured (`https://vault-0:8200`, `unix:/run/oidc.sock`).
     origin: String,
+    /// What request URLs start with.
+    base: String,
+    /// The `Host` this node is sent.
+    host: HeaderValue,
+    client: HttpClient,
+    last: Mutex<Option<NodeState>>,
+}
+
+/// How a node last answered (`/readyz`, `upstream_node_up`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    /// `ok`, or the [`FetchError::label`] of the failure.
+    pub outcome: &'static str,
+    /// The failure, as logged.
+    pub error: Option<String>,
+    pub at: SystemTime,
+}
+
+/// One node as `/readyz` and the metrics show it.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    pub origin: String,
+    /// `None`: not asked yet.
+    pub last: Option<NodeState>,
+    /// The node the next fetch starts with.
+    pub preferred: bool,
+}
+
+/// Connection pools to one issuer's nodes, with that issuer's limits and
+/// its fixed request headers.
+pub struct Upstream {
+    nodes: Vec<Node>,
+    /// The node the next fetch starts with: the last that answered 200.
+    preferred: AtomicUsize,
+    /// `Accept` and the forwarding headers: the same on every request.
+    headers: HeaderMap,
+    token: Option<BearerToken>,
     timeout: Duration,
     max_bytes: usize,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("origin", &self.origin).finish_non_exhaustive()
+        let origins: Vec<&str> = self.nodes.iter().map(|n| n.origin.as_str()).collect();
+        f.debug_struct("Upstream").field("nodes", &origins).finish_non_exhaustive()
     }
 }
 
 impl Upstream {
-    /// Builds the client for `issuer`; reads its CA and client certificate.
+    /// Builds the clients for `issuer`; reads its CA and client certificate.
     pub fn new(issuer: &IssuerConfig) -> Result<Upstream, UpstreamError> {
-        let client = HttpClient::new(ClientOptions {
-            tls: tls_config(issuer)?,
-            connect_timeout: issuer.upstream_connect_timeout,
-            https_only: issuer.upstream.https,
-            connect_to: Vec::new(),
-        });
+        let tls = tls_config(issuer)?;
+        let header = |field, v: &str| {
+            HeaderValue::from_str(v).map_err(|_| UpstreamError::Header { issuer: issuer.name.clone(), field })
+        };
+        let mut nodes = Vec::with_capacity(issuer.upstream.len());
+        for u in &issuer.upstream {
+            let client = HttpClient::new(ClientOptions {
+                tls: tls.clone(),
+                connect_timeout: issuer.upstream_connect_timeout,
+                https_only: u.https,
+                connect_to: Vec::new(),
+                unix_socket: u.unix.clone(),
+            });
+            let host = header("upstream_host", issuer.upstream_host.as_deref().unwrap_or(&u.authority))?;
+            nodes.push(Node { origin: u.origin.clone(), base: u.base(), host, client, last: Mutex::new(None) });
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(catalog::accept(issuer.kind)));
+        if let Some(fwd) = &issuer.upstream_forwarded {
+            headers.insert(X_FORWARDED_HOST, header("public_url", &fwd.host)?);
+            headers.insert(X_FORWARDED_PROTO, header("public_url", &fwd.proto)?);
+        }
         Ok(Upstream {
-            client,
-            origin: issuer.upstream.origin.clone(),
+            nodes,
+            preferred: AtomicUsize::new(0),
+            headers,
+            token: issuer.upstream_bearer_token_file.as_deref().map(BearerToken::new),
             timeout: issuer.upstream_timeout,
             max_bytes: issuer.max_document_bytes,
         })
     }
 
-    /// `GET origin + path` with the fixed header set; only a complete 200 with
-    /// a body within the cap is `Ok`.
+    /// `GET node + path` with the fixed header set, node after node as
+    /// described in the module documentation; only a complete 200 with a
+    /// body within the cap is `Ok`. With every node failing, the last
+    /// node's error.
     pub async fn fetch(&self, path: &str) -> Result<Fetched, FetchError> {
-        // The whole request: this line, these two headers, no body; the
-        // client adds `Host` from the configured origin, and nothing else.
-        let req = Request::get(format!("{}{path}", self.origin))
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .body(Empty::new())
-            .map_err(|e| FetchError::Other(e.to_string()))?;
-        match tokio::time::timeout(self.timeout, self.exchange(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout(self.timeout)),
+        let deadline = Instant::now() + self.timeout;
+        let auth = match &self.token {
+            Some(t) => Some(t.header().map_err(|e| FetchError::Token(e.to_string()))?),
+            None => None,
+        };
+        let n = self.nodes.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = FetchError::Timeout(self.timeout);
+        for k in 0..n {
+            let i = (first + k) % n;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // An equal share of what is left for each node still to ask, so
+            // a node that hangs cannot use up the others' time.
+            let share = if k + 1 == n { left } else { left / (n - k) as u32 };
+            let node = &self.nodes[i];
+            let result = match tokio::time::timeout(share, self.exchange(node, path, auth.clone())).await {
+                Ok(result) => result,
+                Err(_) => Err(FetchError::Timeout(if n == 1 { self.timeout } else { share })),
+            };
+            node.record(&result);
+            match result {
+                Ok(fetched) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(fetched);
+                }
+                Err(e) if e.is_node_failure() => last = e,
+                Err(e) => return Err(e),
+            }
         }
+        Err(last)
     }
 
-    async fn exchange(&self, req: Request<Empty<Bytes>>) -> Result<Fetched, FetchError> {
-        let resp = self.client.send(req).await?;
+    /// The nodes in configured order, with their last outcomes.
+    pub fn nodes(&self) -> Vec<NodeReport> {
+        let preferred = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeReport {
+                origin: n.origin.clone(),
+                last: n.last.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                preferred: i == preferred,
+            })
+            .collect()
+    }
+
+    async fn exchange(&self, node: &Node, path: &str, auth: Option<HeaderValue>) -> Result<Fetched, FetchError> {
+        // The whole request: this line, these headers, no body.
+        let mut req = Request::get(format!("{}{path}", node.base))
+            .body(Empty::new())
+            .map_err(|e| FetchError::Other(e.to_string()))?;
+        let headers = req.headers_mut();
+        headers.clone_from(&self.headers);
+        headers.insert(HOST, node.host.clone());
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(auth) = auth {
+            headers.insert(AUTHORIZATION, auth);
+        }
+        let resp = node.client.send(req).await?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(FetchError::NotFound),
             StatusCode::SERVICE_UNAVAILABLE => return Err(FetchError::Unavailable),
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => return Err(FetchError::Unauthorized(s.as_u16())),
             s if s.is_redirection() => return Err(FetchError::Redirect(s.as_u16())),
             s => return Err(FetchError::Status(s.as_u16())),
         }
         let (head, body) = read_body(resp, self.max_bytes).await?;
         Ok(Fetched { body, freshness: freshness(&head.headers) })
+    }
+}
+
+impl Node {
+    fn record(&self, result: &Result<Fetched, FetchError>) {
+        let state = NodeState {
+            outcome: result.as_ref().map_or_else(FetchError::label, |_| "ok"),
+            error: result.as_ref().err().map(ToString::to_string),
+            at: SystemTime::now(),
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_some_and(|l| l.outcome != state.outcome) || (last.is_none() && state.outcome != "ok") {
+            match &state.error {
+                Some(e) => tracing::warn!(node = %self.origin, "upstream node failing: {e}"),
+                None => tracing::info!(node = %self.origin, "upstream node answering again"),
+            }
+        }
+        *last = Some(state);
     }
 }
 
@@ -209,7 +374,8 @@ pub fn freshness(headers: &HeaderMap) -> Freshness {
 /// for an https upstream without one; its client certificate when set.
 fn tls_config(issuer: &IssuerConfig) -> Result<rustls::ClientConfig, UpstreamError> {
     let name = || issuer.name.clone();
-    let anchors = match (&issuer.upstream_ca, issuer.upstream.https) {
+    let https = issuer.upstream.iter().any(|u| u.https);
+    let anchors = match (&issuer.upstream_ca, https) {
         (Some(ca), _) => Anchors::PemFile(ca),
         (None, true) => Anchors::Platform,
         (None, false) => Anchors::Empty,

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use crate::config::IssuerKind;
 use crate::documents::catalog::{DocKind, Expected};
 
 #[derive(Deserialize)]
@@ -101,25 +102,38 @@ pub enum Remedy {
     Vault,
     /// SPIRE and custom issuers: their own setting, or `public_url`.
     Other,
+    /// A Kubernetes API server: its service-account issuer flags.
+    Kubernetes,
+}
+
+impl Remedy {
+    /// The advice for an issuer of `kind`.
+    pub fn for_kind(kind: IssuerKind) -> Remedy {
+        match kind {
+            k if k.is_vault() => Remedy::Vault,
+            IssuerKind::Kubernetes => Remedy::Kubernetes,
+            _ => Remedy::Other,
+        }
+    }
 }
 
 impl std::fmt::Display for Remedy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Remedy::Vault => " Set Vault's issuer to this proxy's public origin: `vault write identity/oidc/config issuer=<public_url>` (plugin WIF and identity tokens) or the provider's `issuer` parameter (OIDC provider), in the right namespace.",
+            Remedy::Kubernetes => " Start the API server with --service-account-issuer=<public_url> and --service-account-jwks-uri=<public_url>/openid/v1/jwks (on managed clusters the issuer is fixed: front only clusters whose flags you set).",
             Remedy::Other => " Configure the issuer (for SPIRE: the oidc-discovery-provider `domains`/`jwt_issuer`) to use this proxy's public origin, or set public_url in proxy.toml to what the issuer publishes.",
         })
     }
 }
 
 /// The issuer guard: does a discovery document describe the issuer this proxy
-/// publishes? A key set has nothing to check and always passes. `vault`
-/// chooses the [`Remedy`] the finding suggests.
-pub fn check_issuer(facts: &Facts, expected: &Expected, vault: bool) -> Result<(), IssuerMismatch> {
+/// publishes? A key set has nothing to check and always passes. `remedy`
+/// is what the finding suggests.
+pub fn check_issuer(facts: &Facts, expected: &Expected, remedy: Remedy) -> Result<(), IssuerMismatch> {
     let Facts::Discovery { issuer, jwks_uri } = facts else {
         return Ok(());
     };
-    let remedy = if vault { Remedy::Vault } else { Remedy::Other };
     if *issuer != expected.issuer {
         return Err(IssuerMismatch::Issuer { found: issuer.clone(), expected: expected.issuer.clone(), remedy });
     }
@@ -171,12 +185,12 @@ mod tests {
             jwks_uris: vec!["https://w/v1/identity/oidc/plugins/.well-known/keys".into()],
         };
         let good = Facts::Discovery { issuer: e.issuer.clone(), jwks_uri: e.jwks_uris[0].clone() };
-        assert!(check_issuer(&good, &e, true).is_ok());
+        assert!(check_issuer(&good, &e, Remedy::Vault).is_ok());
         let bad = Facts::Discovery {
             issuer: "http://127.0.0.1:8200/v1/identity/oidc/plugins".into(),
             jwks_uri: e.jwks_uris[0].clone(),
         };
-        let msg = check_issuer(&bad, &e, true).unwrap_err().to_string();
+        let msg = check_issuer(&bad, &e, Remedy::Vault).unwrap_err().to_string();
         assert!(msg.contains("identity/oidc/config issuer="), "{msg}");
     }
 
@@ -205,7 +219,9 @@ mod tests {
         };
         let wrong_issuer = Facts::Discovery { issuer: "http://x/a".into(), jwks_uri: "https://w/a/keys".into() };
         let wrong_keys = Facts::Discovery { issuer: "https://w/a".into(), jwks_uri: "http://x/keys".into() };
-        let guard = |f, vault| check_issuer(f, &e, vault).expect_err("mismatch").to_string();
+        let guard = |f, vault: bool| {
+            check_issuer(f, &e, if vault { Remedy::Vault } else { Remedy::Other }).expect_err("mismatch").to_string()
+        };
         let vault = " Set Vault's issuer to this proxy's public origin: `vault write identity/oidc/config issuer=<public_url>` (plugin WIF and identity tokens) or the provider's `issuer` parameter (OIDC provider), in the right namespace.";
         let other = " Configure the issuer (for SPIRE: the oidc-discovery-provider `domains`/`jwt_issuer`) to use this proxy's public origin, or set public_url in proxy.toml to what the issuer publishes.";
         let issuer = r#"discovery document says issuer "http://x/a" but this proxy publishes it as "https://w/a"; cloud providers compare these byte for byte and will reject tokens."#;

@@ -18,16 +18,18 @@
 //! Deadlines for a whole exchange belong to the caller, which knows what
 //! its limit means (an issuer's `upstream_timeout`, AWS's five seconds).
 //!
-//! Where later features attach, without changing callers: a `Host` header
-//! set on the request already wins over the URL's, so a configured Host
-//! needs only an option naming the TLS server name apart (hyper-rustls's
-//! server-name resolver, built in [`HttpClient::new`]); a `unix:` upstream
-//! is another arm of the private dialer; several origins tried in order are
-//! a loop in the caller over one client (the pool is keyed by origin); a
-//! bearer token is one more header where the caller builds its request.
+//! * Or, with [`ClientOptions::unix_socket`], every request goes over that
+//!   unix socket (plain HTTP; the URL then only gives the path and the
+//!   default `Host`).
+//!
+//! A `Host` header set on the request wins over the URL's, while TLS keeps
+//! verifying (and sending as SNI) the URL's host: a configured Host never
+//! changes whom the connection trusts.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,10 +41,11 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{DefaultServerNameResolver, HttpsConnector};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 
 /// `User-Agent` of every outbound request.
 pub const USER_AGENT_VALUE: &str = concat!("wif-proxy/", env!("CARGO_PKG_VERSION"));
@@ -68,6 +71,8 @@ pub struct ClientOptions {
     pub https_only: bool,
     /// Address overrides, like curl's `--connect-to`.
     pub connect_to: Vec<ConnectTo>,
+    /// Dial this unix socket for every URL instead of TCP.
+    pub unix_socket: Option<PathBuf>,
 }
 
 /// Connect to `addr` for URLs whose host is `host` and port is `port`; the
@@ -118,7 +123,12 @@ impl HttpClient {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(options.connect_timeout));
-        let dialer = Dialer { tcp, connect_to: options.connect_to.into() };
+        let dialer = Dialer {
+            tcp,
+            connect_to: options.connect_to.into(),
+            unix: options.unix_socket.map(Arc::from),
+            connect_timeout: options.connect_timeout,
+        };
         let mut tls = options.tls;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let connector =
@@ -186,13 +196,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Opens the TCP connection for a URL: to its host and port, or to the
-/// address a [`ConnectTo`] rule names for them. TLS is layered on top by
-/// the `HttpsConnector`, which takes the server name from the URL.
+/// Opens the connection for a URL: to its host and port, to the address a
+/// [`ConnectTo`] rule names for them, or to the client's unix socket. TLS
+/// is layered on top by the `HttpsConnector`, which takes the server name
+/// from the URL.
 #[derive(Clone)]
 struct Dialer {
     tcp: HttpConnector,
     connect_to: Arc<[ConnectTo]>,
+    unix: Option<Arc<std::path::Path>>,
+    connect_timeout: Duration,
 }
 
 impl Dialer {
@@ -210,7 +223,7 @@ impl Dialer {
 }
 
 impl tower_service::Service<Uri> for Dialer {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -219,8 +232,83 @@ impl tower_service::Service<Uri> for Dialer {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if let Some(path) = self.unix.clone() {
+            let limit = self.connect_timeout;
+            return Box::pin(async move {
+                let stream = tokio::time::timeout(limit, UnixStream::connect(&*path))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "unix socket connect timed out"))?
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                Ok(TokioIo::new(Stream::Unix(stream)))
+            });
+        }
         let connecting = self.tcp.call(self.target(&uri));
-        Box::pin(async move { connecting.await.map_err(Into::into) })
+        Box::pin(async move { Ok(TokioIo::new(Stream::Tcp(connecting.await?.into_inner()))) })
+    }
+}
+
+/// A dialled connection: TCP or a unix socket.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        match self {
+            Stream::Tcp(s) => s.connected(),
+            Stream::Unix(s) => s.connected(),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -232,7 +320,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn options(tls: rustls::ClientConfig, https_only: bool, connect_to: Vec<ConnectTo>) -> ClientOptions {
-        ClientOptions { tls, connect_timeout: Duration::from_secs(2), https_only, connect_to }
+        ClientOptions { tls, connect_timeout: Duration::from_secs(2), https_only, connect_to, unix_socket: None }
     }
 
     fn plain() -> rustls::ClientConfig {
@@ -309,6 +397,24 @@ mod tests {
         assert_eq!(resp.status(), http::StatusCode::NO_CONTENT);
         let head = server.await.expect("server").to_ascii_lowercase();
         assert!(head.contains("\r\nhost: wif.example.test\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_client_dials_the_socket_and_sends_the_given_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("oidc.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let server = tokio::spawn(async move {
+            let (io, _) = listener.accept().await.expect("accept");
+            answer(io, b"HTTP/1.1 204 No Content\r\n\r\n").await
+        });
+        let client = HttpClient::new(ClientOptions { unix_socket: Some(path), ..options(plain(), false, Vec::new()) });
+        let mut req = get("http://localhost/keys");
+        req.headers_mut().insert(http::header::HOST, HeaderValue::from_static("oidc.example.com"));
+        assert_eq!(client.send(req).await.expect("answer").status(), http::StatusCode::NO_CONTENT);
+        let head = server.await.expect("server").to_ascii_lowercase();
+        assert!(head.starts_with("get /keys http/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nhost: oidc.example.com\r\n") && !head.contains("localhost"), "{head}");
     }
 
     #[tokio::test]

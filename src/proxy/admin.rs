@@ -15,8 +15,10 @@ use serde_json::json;
 
 use crate::documents::catalog::DocKind;
 use crate::documents::validate::Facts;
-use crate::proxy::state::Shared;
-use crate::telemetry::metrics::{unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, SourceLabels};
+use crate::proxy::state::{Shared, Snapshot};
+use crate::telemetry::metrics::{
+    unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, NodeLabels, SourceLabels,
+};
 
 /// Answers one admin request.
 pub(crate) fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -84,8 +86,32 @@ pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
         "not_ready": not_ready,
         "issuer_mismatch": mismatches,
         "certificates": certificates,
+        "upstreams": upstream_nodes(&snap),
     });
     (ready, body)
+}
+
+/// Each issuer's nodes and how each last answered. No credential is part
+/// of a node's state.
+fn upstream_nodes(snap: &Snapshot) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for issuer in &snap.issuers {
+        for node in issuer.upstream.nodes() {
+            let (state, error, at) = match &node.last {
+                Some(l) => (l.outcome, l.error.clone(), Some(humantime::format_rfc3339_seconds(l.at).to_string())),
+                None => ("unknown", None, None),
+            };
+            out.push(json!({
+                "issuer": issuer.config.name,
+                "node": node.origin,
+                "state": state,
+                "error": error,
+                "since": at,
+                "preferred": node.preferred,
+            }));
+        }
+    }
+    out
 }
 
 /// Sets the gauges that describe current state, from the live snapshot.
@@ -107,6 +133,14 @@ fn fill_state(shared: &Shared, m: &Metrics) {
         }
         if doc.kind == DocKind::Discovery {
             m.issuer_mismatch.get_or_create(&ns).set(i64::from(doc.slot.mismatch().is_some()));
+        }
+    }
+    for issuer in &snap.issuers {
+        for node in issuer.upstream.nodes() {
+            if let Some(last) = node.last {
+                let labels = NodeLabels { issuer: issuer.config.name.clone(), node: node.origin };
+                m.upstream_node_up.get_or_create(&labels).set(i64::from(last.outcome == "ok"));
+            }
         }
     }
     if let Some(tls) = &shared.tls {

@@ -192,8 +192,8 @@ impl Routes {
                 let issuer = &config.issuers[r.issuer];
                 let _ = writeln!(
                     out,
-                    "  GET|HEAD {path}  ->  {}{path}  [issuer {}, {}]",
-                    issuer.upstream.origin,
+                    "  GET|HEAD {path}  ->  {}  [issuer {}, {}]",
+                    upstream_targets(issuer, path),
                     issuer.name,
                     r.kind.as_str()
                 );
@@ -202,9 +202,9 @@ impl Routes {
                 let issuer = &config.issuers[p.issuer];
                 let _ = writeln!(
                     out,
-                    "  GET|HEAD {}  ->  {}<same path>  [issuer {}, any namespace; pattern {}]",
+                    "  GET|HEAD {}  ->  {}  [issuer {}, any namespace; pattern {}]",
                     p.template,
-                    issuer.upstream.origin,
+                    upstream_targets(issuer, "<same path>"),
                     issuer.name,
                     p.regex.as_str()
                 );
@@ -234,6 +234,22 @@ impl Table {
     }
 }
 
+/// Where `path` is fetched from, for `check`: each node in the order tried
+/// (`a | b`), a unix socket as `unix:/p.sock <path>`, and the Host sent
+/// when it is not the node's own.
+fn upstream_targets(issuer: &IssuerConfig, path: &str) -> String {
+    let nodes: Vec<String> = issuer
+        .upstream
+        .iter()
+        .map(|u| if u.unix.is_some() { format!("{} {path}", u.origin) } else { format!("{}{path}", u.origin) })
+        .collect();
+    let mut out = nodes.join(" | ");
+    if let Some(host) = &issuer.upstream_host {
+        out.push_str(&format!(" (Host: {host})"));
+    }
+    out
+}
+
 /// Strips an optional `:port` (and one trailing dot) from a Host value.
 pub fn host_name(host: &str) -> &str {
     let name = match host.rfind(':') {
@@ -256,7 +272,7 @@ fn wildcard_pattern(issuer: &IssuerConfig) -> Option<Regex> {
             let names: Vec<String> = issuer.providers.iter().map(|p| regex::escape(p)).collect();
             format!("identity/oidc/provider/(?:{})", names.join("|"))
         }
-        IssuerKind::Spire | IssuerKind::Custom => return None,
+        IssuerKind::Spire | IssuerKind::Kubernetes | IssuerKind::Custom => return None,
     };
     let re = format!(r"^/v1/{ns}{tail}/\.well-known/(openid-configuration|keys)$");
     Some(Regex::new(&re).expect("wildcard pattern is built from escaped, validated parts"))

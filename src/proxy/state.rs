@@ -21,6 +21,7 @@ use crate::documents::catalog::{self, DocKind};
 use crate::documents::entry::SlotKey;
 use crate::documents::persist::{OpenError, Persist};
 use crate::documents::upstream::{Upstream, UpstreamError};
+use crate::documents::validate::Remedy;
 use crate::edge::tls::{Tls, TlsError};
 use crate::proxy::allowlist::{indexed_by, Conflict, IssuerId, Lookup, RouteId, Routes};
 use crate::telemetry::metrics::Metrics;
@@ -247,7 +248,7 @@ impl Snapshot {
 }
 
 fn slot_key(issuer: &IssuerConfig, path: &str) -> SlotKey {
-    SlotKey { issuer: issuer.name.as_str().into(), upstream: issuer.upstream.origin.as_str().into(), path: path.into() }
+    SlotKey { issuer: issuer.name.as_str().into(), upstream: issuer.upstream_label().into(), path: path.into() }
 }
 
 /// See [`Doc::namespace`].
@@ -280,7 +281,7 @@ fn source(
         kind,
         expected: (kind == DocKind::Discovery).then(|| catalog::expected(&issuer.config, path)),
         strict_issuer: issuer.config.strict_issuer,
-        vault: issuer.config.kind.is_vault(),
+        remedy: Remedy::for_kind(issuer.config.kind),
         policy,
         persist,
     }

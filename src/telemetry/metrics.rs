@@ -39,6 +39,7 @@ label_sets! {
     EventLabels { event: &'static str }
     UpstreamLabels { issuer: String, outcome: &'static str }
     IssuerLabels { issuer: String }
+    NodeLabels { issuer: String, node: String }
     DocumentLabels { issuer: String, document: &'static str, namespace: String }
     NamespaceLabels { issuer: String, namespace: String }
     HostLabels { host: String }
@@ -142,6 +143,7 @@ pub struct Metrics {
     pub jwks_keys: Family<NamespaceLabels, Gauge>,
     pub jwks_last_change: Family<NamespaceLabels, Gauge>,
     pub issuer_mismatch: Family<NamespaceLabels, Gauge>,
+    pub upstream_node_up: Family<NodeLabels, Gauge>,
     pub certificate_expiry: Family<HostLabels, Gauge>,
     pub range_prefixes: Family<SourceLabels, Gauge>,
     pub range_last_refresh: Family<SourceLabels, Gauge>,
@@ -215,6 +217,7 @@ impl Metrics {
             jwks_keys: Family::default(),
             jwks_last_change: Family::default(),
             issuer_mismatch: Family::default(),
+            upstream_node_up: Family::default(),
             certificate_expiry: Family::default(),
             range_prefixes: Family::default(),
             range_last_refresh: Family::default(),
@@ -251,6 +254,8 @@ impl Metrics {
             "jwks_last_change_timestamp", Seconds, m.jwks_last_change, "When the served key set last changed";
             "issuer_mismatch", -, m.issuer_mismatch,
                 "1 when a discovery document's issuer or jwks_uri does not match the public URL";
+            "upstream_node_up", -, m.upstream_node_up,
+                "Per upstream node: 1 when its last answer was good, 0 when it failed (absent until asked)";
             "certificate_expiry_timestamp", Seconds, m.certificate_expiry, "Expiry of the served TLS certificate";
             "ip_ranges_prefixes", -, m.range_prefixes, "Prefixes loaded per ip_allow source";
             "ip_ranges_last_refresh_timestamp", Seconds, m.range_last_refresh,
@@ -300,6 +305,7 @@ impl Metrics {
         self.jwks_keys.clear();
         self.jwks_last_change.clear();
         self.issuer_mismatch.clear();
+        self.upstream_node_up.clear();
         self.certificate_expiry.clear();
         self.range_prefixes.clear();
         self.range_last_refresh.clear();

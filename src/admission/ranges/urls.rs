@@ -70,6 +70,7 @@ impl Fetcher {
             connect_timeout: CONNECT_TIMEOUT,
             https_only: false,
             connect_to: Vec::new(),
+            unix_socket: None,
         });
         Ok(Fetcher { client })
     }

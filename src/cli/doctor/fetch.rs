@@ -98,6 +98,7 @@ async fn fetch_inner(url: &str, opts: &Options) -> Result<Fetched, FetchError> {
         connect_timeout: FETCH_TIMEOUT,
         https_only: false,
         connect_to: connect_to.collect(),
+        unix_socket: None,
     });
     let req =
         http::Request::get(uri).header(ACCEPT, "application/json").body(Empty::new()).map_err(FetchError::Request)?;

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 
 use crate::config::context::Cx;
 use crate::config::defaults::*;
+use crate::config::file::RawUpstream;
 use crate::config::file::{RawIssuer, Text};
 use crate::config::values::is_dotted_name;
 use crate::config::{
-    check_custom_path, check_namespace, ConfigError, IssuerConfig, IssuerKind, Namespaces, UpstreamUrl,
+    check_custom_path, check_namespace, ConfigError, Forwarded, IssuerConfig, IssuerKind, Namespaces, UpstreamUrl,
 };
 
 /// Every `[[issuer]]`: at least one, names unique; `public_url` is the
@@ -42,7 +43,7 @@ impl Fields {
 fn issuer(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, default_public_url: &str) -> Result<IssuerConfig, ConfigError> {
     let name = cx.name(&f.of("name"), &r.name)?;
     let kind: IssuerKind = cx.word(&f.of("kind"), &r.kind)?;
-    let upstream = cx.upstream(&f.of("upstream"), &r.upstream)?;
+    let upstream = upstream_nodes(cx, f, r)?;
     let namespaces = namespaces(cx, f, r, kind)?;
     let providers = providers(cx, f, r, kind)?;
     let paths = paths(cx, f, r, kind)?;
@@ -57,6 +58,19 @@ fn issuer(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, default_public_url: &str) -> R
         Some(v) => cx.public_url(&f.of("public_url"), v)?,
         None => default_public_url.to_string(),
     };
+    let (public_proto, public_host) = public_url.split_once("://").unwrap_or(("https", &public_url));
+    let upstream_host = match &r.upstream_host {
+        Some(v) => Some(cx.authority(&f.of("upstream_host"), v)?),
+        // SPIRE's provider answers only for its `domains` and builds its
+        // URLs from the Host it sees: the public host is what it must see.
+        None if kind == IssuerKind::Spire => Some(public_host.to_ascii_lowercase()),
+        None => None,
+    };
+    let upstream_forwarded = r
+        .upstream_forwarded_headers
+        .unwrap_or(UPSTREAM_FORWARDED_HEADERS)
+        .then(|| Forwarded { host: public_host.to_ascii_lowercase(), proto: public_proto.to_string() });
+    let upstream_bearer_token_file = bearer_token_file(cx, f, r, &upstream)?;
     let UpstreamTls { ca: upstream_ca, client_cert: upstream_client_cert, client_key: upstream_client_key } =
         upstream_tls(cx, f, r, &upstream)?;
     let upstream_timeout = cx.duration(&f.of("upstream_timeout"), &r.upstream_timeout, UPSTREAM_TIMEOUT)?;
@@ -69,6 +83,9 @@ fn issuer(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, default_public_url: &str) -> R
         name,
         kind,
         upstream,
+        upstream_host,
+        upstream_forwarded,
+        upstream_bearer_token_file,
         namespaces,
         providers,
         paths,
@@ -162,7 +179,7 @@ struct UpstreamTls {
 
 /// A client certificate comes with its key, and none of these files means
 /// anything to a plain-http upstream.
-fn upstream_tls(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, upstream: &UpstreamUrl) -> Result<UpstreamTls, ConfigError> {
+fn upstream_tls(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, upstream: &[UpstreamUrl]) -> Result<UpstreamTls, ConfigError> {
     let ca = cx.optional_path(&f.of("upstream_ca"), &r.upstream_ca)?;
     let client_cert = cx.optional_path(&f.of("upstream_client_cert"), &r.upstream_client_cert)?;
     let client_key = cx.optional_path(&f.of("upstream_client_key"), &r.upstream_client_key)?;
@@ -173,7 +190,7 @@ fn upstream_tls(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, upstream: &UpstreamUrl) 
             "upstream_client_cert and upstream_client_key go together",
         ));
     }
-    if !upstream.https {
+    if !upstream[0].https {
         for (field, v) in [("upstream_ca", &ca), ("upstream_client_cert", &client_cert)] {
             if v.is_some() {
                 return Err(cx.invalid(&f.of(field), &r.upstream, format!("{field} needs an https upstream")));
@@ -181,4 +198,84 @@ fn upstream_tls(cx: &Cx<'_>, f: &Fields, r: &RawIssuer, upstream: &UpstreamUrl) 
         }
     }
     Ok(UpstreamTls { ca, client_cert, client_key })
+}
+
+/// `upstream`: one node or a list, each checked, distinct, at most
+/// [`MAX_UPSTREAM_NODES`], all of one scheme (so the TLS settings mean the
+/// same for every node).
+fn upstream_nodes(cx: &Cx<'_>, f: &Fields, r: &RawIssuer) -> Result<Vec<UpstreamUrl>, ConfigError> {
+    let field = f.of("upstream");
+    let nodes = match r.upstream.get_ref() {
+        RawUpstream::One(s) => vec![cx.upstream(&field, &Text::new(r.upstream.span(), s.clone()))?],
+        RawUpstream::Many(list) if list.is_empty() => {
+            return Err(cx.invalid(
+                &field,
+                &r.upstream,
+                "upstream is empty: give one origin, or several to fail over between",
+            ))
+        }
+        RawUpstream::Many(list) => {
+            if let Some(v) = list.get(MAX_UPSTREAM_NODES) {
+                return Err(cx.invalid(
+                    &format!("{field}[{MAX_UPSTREAM_NODES}]"),
+                    v,
+                    format!("at most {MAX_UPSTREAM_NODES} upstream nodes"),
+                ));
+            }
+            let nodes = cx.distinct(&field, list, |field, v| cx.upstream(field, v).map(Some))?;
+            let scheme = |u: &UpstreamUrl| (u.https, u.unix.is_some());
+            if let Some(j) = nodes.iter().position(|u| scheme(u) != scheme(&nodes[0])) {
+                return Err(cx.invalid(
+                    &format!("{field}[{j}]"),
+                    &list[j],
+                    "every node of one issuer is reached the same way: all https, all http or all unix",
+                ));
+            }
+            nodes
+        }
+    };
+    Ok(nodes)
+}
+
+/// `upstream_bearer_token_file`: a readable, non-empty file of at most
+/// [`MAX_BEARER_TOKEN_BYTES`] that is a valid header value; never sent in
+/// clear across a network (https, a unix socket or loopback only).
+fn bearer_token_file(
+    cx: &Cx<'_>,
+    f: &Fields,
+    r: &RawIssuer,
+    upstream: &[UpstreamUrl],
+) -> Result<Option<PathBuf>, ConfigError> {
+    let field = f.of("upstream_bearer_token_file");
+    let Some(v) = r.upstream_bearer_token_file.as_ref() else { return Ok(None) };
+    let path = cx.path(&field, v)?;
+    let in_clear = upstream.iter().find(|u| !u.https && u.unix.is_none() && !is_loopback_authority(&u.authority));
+    if let Some(u) = in_clear {
+        return Err(cx.invalid(
+            &field,
+            v,
+            format!("the token would cross the network in clear to {}: use an https upstream", u.origin),
+        ));
+    }
+    let text = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_BEARER_TOKEN_BYTES as u64 => {
+            return Err(cx.invalid(&field, v, format!("larger than {MAX_BEARER_TOKEN_BYTES} bytes: not a token")))
+        }
+        Ok(_) => std::fs::read_to_string(&path).map_err(|e| cx.invalid(&field, v, format!("cannot read: {e}")))?,
+        Err(e) => return Err(cx.invalid(&field, v, format!("cannot read: {e}"))),
+    };
+    if let Err(why) = crate::config::check_bearer_token(&text) {
+        return Err(cx.invalid(&field, v, why));
+    }
+    Ok(Some(path))
+}
+
+/// `localhost`, `127.0.0.1:8200`, `[::1]:8200`.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
