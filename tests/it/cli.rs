@@ -56,6 +56,11 @@ fn config_errors_name_file_line_field_and_value() {
         (format!("{base}[cache]\nmin_ttl = \"10m\"\n{issuer}"), vec![":4:", "cache.min_ttl", "max_ttl"]),
         (format!("{base}{issuer}upstream_timeout = 5\n"), vec![":7:", "upstream_timeout"]),
         ("[server\n".to_string(), vec![":1:"]),
+        (format!("{base}{}", issuer.replace("\"http://127.0.0.1:8200\"", "[]")), vec![":6:", "issuer[0].upstream = []", "upstream is empty"]),
+        (format!("{base}{}", issuer.replace("http://127.0.0.1:8200", "ftp://127.0.0.1:8200")), vec![":6:", "issuer[0].upstream", "ftp://127.0.0.1:8200", "unknown scheme"]),
+        (format!("{base}{}", issuer.replace("\"http://127.0.0.1:8200\"", "[\"http://127.0.0.1:8200\",\n  \"tcp://127.0.0.1:8201\"]")), vec![":7:", "issuer[0].upstream[1]", "tcp://127.0.0.1:8201", "unknown scheme"]),
+        (format!("{base}{issuer}upstream_bearer_token_file = \"no-such-token\"\n"), vec![":7:", "issuer[0].upstream_bearer_token_file", "no-such-token", "cannot read"]),
+        (format!("{base}{issuer}upstream_host = \"a b\"\n"), vec![":7:", "issuer[0].upstream_host", "\"a b\"", "a Host is"]),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("case{i}.toml"));

@@ -21,3 +21,4 @@ mod props;
 mod ranges;
 mod refusals;
 mod tls;
+mod upstreams;

@@ -1,6 +1,10 @@
-//! An issuer stand-in: a raw-TCP HTTP/1.1 server that records every request
-//! exactly as it arrived (method, raw target, every header, any body bytes)
-//! and answers the way Vault does, or fails the way Vault fails.
+//! An issuer stand-in: a raw HTTP/1.1 server (TCP, TLS or a unix socket)
+//! that records every request exactly as it arrived (method, raw target,
+//! every header, any body bytes) and answers the way Vault does, or fails
+//! the way Vault fails. It can also play SPIRE's OIDC discovery provider
+//! ([`StandIn::spire_domains`]: its Host check and the URLs it builds from
+//! the Host) and a Kubernetes API server ([`StandIn::require_bearer`]: 401
+//! with a `Status` object without the token).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +38,8 @@ pub enum Behavior {
     Body { body: String, cache_control: Option<String> },
     /// A status with a body, like Vault's own errors.
     Status { status: u16, body: String, location: Option<String> },
+    /// 200 with this exact body and Content-Type.
+    Typed { body: String, content_type: String },
     /// Wait, then behave like the inner behavior.
     Slow(Duration, Box<Behavior>),
     /// Close the connection without answering.
@@ -67,7 +73,16 @@ struct State {
     /// Stopped: open connections are closed at their next request.
     down: bool,
     https: bool,
+    /// Play SPIRE's provider: answer only for these domains.
+    spire_domains: Option<Vec<String>>,
+    /// Play the API server: answer only requests bearing this token.
+    bearer: Option<String>,
+    /// The TLS server names clients asked for, one per connection.
+    server_names: Vec<Option<String>>,
 }
+
+/// The body a Kubernetes API server sends with its 401.
+pub const KUBERNETES_401: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
 
 /// A running stand-in. Dropping it stops accepting.
 #[derive(Clone)]
@@ -102,6 +117,8 @@ impl StandIn {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(s) = acceptor.accept(stream).await {
+                                let sni = s.get_ref().1.server_name().map(str::to_string);
+                                st.lock().unwrap().server_names.push(sni);
                                 serve(s, st).await
                             }
                         }
@@ -112,6 +129,35 @@ impl StandIn {
         });
         state.lock().unwrap().https = https;
         StandIn { addr, state, task: Arc::new(task) }
+    }
+
+    /// A stand-in on a unix socket at `path`; `addr` is a placeholder.
+    pub async fn start_unix(path: &std::path::Path) -> StandIn {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind unix stand-in");
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(serve(stream, Arc::clone(&st)));
+            }
+        });
+        StandIn { addr: "127.0.0.1:9".parse().unwrap(), state, task: Arc::new(task) }
+    }
+
+    /// Behaves as SPIRE's OIDC discovery provider with these `domains`.
+    pub fn spire_domains(&self, domains: &[&str]) {
+        self.state.lock().unwrap().spire_domains = Some(domains.iter().map(|d| d.to_string()).collect());
+    }
+
+    /// Behaves as an API server that only answers requests with this token.
+    pub fn require_bearer(&self, token: &str) {
+        self.state.lock().unwrap().bearer = Some(token.to_string());
+    }
+
+    /// The TLS server name of each connection so far.
+    pub fn server_names(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().server_names.clone()
     }
 
     pub fn origin(&self) -> String {
@@ -200,9 +246,29 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<Mute
             if st.down {
                 return;
             }
+            let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+            let authorization = header("authorization");
+            // SPIRE's provider: X-Forwarded-Host wins over Host.
+            let seen_host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or_default();
             st.requests.push(Recorded { method, target: target.clone(), version, headers, had_body });
-            let b = st.all.clone().or_else(|| st.by_path.get(&target).cloned()).unwrap_or(Behavior::Vault);
-            (b, st.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string()))
+            let b = if st.bearer.as_ref().is_some_and(|t| authorization != Some(format!("Bearer {t}"))) {
+                Some(Behavior::Status { status: 401, body: KUBERNETES_401.into(), location: None })
+            } else {
+                st.all.clone().or_else(|| st.by_path.get(&target).cloned())
+            };
+            match (&st.spire_domains, b) {
+                (_, Some(b)) => (b, st.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string())),
+                (Some(domains), None) => {
+                    let name = seen_host.rsplit_once(':').map_or(seen_host.as_str(), |(h, _)| h);
+                    if domains.iter().any(|d| d == name) {
+                        (Behavior::Vault, format!("https://{seen_host}"))
+                    } else {
+                        let body = format!("domain {seen_host:?} is not allowed\n");
+                        (Behavior::Status { status: 400, body, location: None }, String::new())
+                    }
+                }
+                (None, None) => (Behavior::Vault, st.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string())),
+            }
         };
         if !respond(&mut stream, behavior, &target, &public).await {
             return;
@@ -216,6 +282,7 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, mut b: Behavior, target:
         tokio::time::sleep(d).await;
         b = *inner;
     }
+    let mut content_type = "application/json".to_string();
     let (status, body, cc, location) = match b {
         Behavior::Vault => {
             let body = if target.ends_with("openid-configuration") { discovery(public, target) } else { jwks("k1") };
@@ -223,12 +290,16 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, mut b: Behavior, target:
             (200, body, Some(cc.to_string()), None)
         }
         Behavior::Body { body, cache_control } => (200, body, cache_control, None),
+        Behavior::Typed { body, content_type: ct } => {
+            content_type = ct;
+            (200, body, None, None)
+        }
         Behavior::Status { status, body, location } => (status, body, None, location),
         Behavior::Drop => return false,
         Behavior::Slow(..) => unreachable!(),
     };
     let mut resp = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nServer: vault-standin/1.17\r\nX-Vault-Index: secret-index\r\nSet-Cookie: vault-session=secret\r\nStrict-Transport-Security: max-age=1\r\n",
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nServer: vault-standin/1.17\r\nX-Vault-Index: secret-index\r\nSet-Cookie: vault-session=secret\r\nStrict-Transport-Security: max-age=1\r\n",
         body.len()
     );
     if let Some(cc) = cc {
