@@ -136,9 +136,10 @@ fn fill_state(shared: &Shared, m: &Metrics) {
         }
     }
     for issuer in &snap.issuers {
-        for node in issuer.upstream.nodes() {
+        for (i, node) in issuer.upstream.nodes().into_iter().enumerate() {
             if let Some(last) = node.last {
-                let labels = NodeLabels { issuer: issuer.config.name.clone(), node: node.origin };
+                // The node's place in the list: addresses never become labels.
+                let labels = NodeLabels { issuer: issuer.config.name.clone(), node: i.to_string() };
                 m.upstream_node_up.get_or_create(&labels).set(i64::from(last.outcome == "ok"));
             }
         }

@@ -255,7 +255,7 @@ impl Metrics {
             "issuer_mismatch", -, m.issuer_mismatch,
                 "1 when a discovery document's issuer or jwks_uri does not match the public URL";
             "upstream_node_up", -, m.upstream_node_up,
-                "Per upstream node: 1 when its last answer was good, 0 when it failed (absent until asked)";
+                "Per upstream node (its position in the issuer's upstream list; /readyz names it): 1 when its last answer was good, 0 when it failed (absent until asked)";
             "certificate_expiry_timestamp", Seconds, m.certificate_expiry, "Expiry of the served TLS certificate";
             "ip_ranges_prefixes", -, m.range_prefixes, "Prefixes loaded per ip_allow source";
             "ip_ranges_last_refresh_timestamp", Seconds, m.range_last_refresh,

@@ -113,7 +113,12 @@ async fn every_kind_has_exactly_its_paths() {
     .await;
     assert_eq!(h2[0].as_ref().expect("h2").status, 200, "h2 :authority routes too");
     for r in si.requests() {
-        assert_fixed_request(&r, si.addr);
+        // SPIRE's provider is sent the public host it must publish.
+        if r.target == "/keys" || r.target == "/.well-known/openid-configuration" {
+            assert_fixed_request_to(&r, "wif.example.com");
+        } else {
+            assert_fixed_request(&r, si.addr);
+        }
     }
     // Everything configured is prefetched; nothing else may be asked for.
     let allowed: Vec<String> = p.shared.snapshot().routes.routes.iter().map(|r| r.path.to_string()).collect();

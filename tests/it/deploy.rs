@@ -104,7 +104,8 @@ pub(crate) fn assert_services(objects: &[Value], what: &str) {
 }
 
 pub(crate) fn configmap_toml(objects: &[Value]) -> String {
-    kind(objects, "ConfigMap")[0]["data"]["proxy.toml"].as_str().unwrap().to_string()
+    let cm = kind(objects, "ConfigMap").into_iter().find(|c| c["data"]["proxy.toml"].is_string());
+    cm.expect("a ConfigMap with proxy.toml")["data"]["proxy.toml"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -205,16 +206,201 @@ fn the_sidecar_patch_and_helm_values_add_the_same_hardened_container() {
     assert_eq!(values["server"]["volumes"], patch["spec"]["template"]["spec"]["volumes"]);
 }
 
+/// The container named `name` in a pod spec.
+fn container<'a>(spec: &'a Value, name: &str) -> &'a Value {
+    spec["containers"].as_sequence().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}"))
+}
+
+/// The `[[issuer]]` of a configuration with one.
+fn only_issuer(text: &str) -> toml::Table {
+    let t: toml::Table = text.parse().unwrap();
+    t["issuer"].as_array().unwrap()[0].as_table().unwrap().clone()
+}
+
+fn public_url(text: &str) -> String {
+    let t: toml::Table = text.parse().unwrap();
+    t["server"]["public_url"].as_str().unwrap().to_string()
+}
+
+/// The mount of the directory holding `path` in container `c`, and its volume.
+fn mounted<'a>(spec: &'a Value, c: &'a Value, path: &str) -> (&'a Value, &'a Value) {
+    let dir = std::path::Path::new(path).parent().unwrap().to_str().unwrap();
+    let m = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"] == dir);
+    let m = m.unwrap_or_else(|| panic!("{dir} is not mounted in {:?}", c["name"]));
+    let v = spec["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == m["name"]).unwrap();
+    (m, v)
+}
+
+fn egress_ports(objects: &[Value]) -> Vec<u64> {
+    let np = kind(objects, "NetworkPolicy");
+    assert_eq!(np.len(), 1);
+    np[0]["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_in_cluster_kubernetes_issuer_reads_the_api_server_with_a_projected_token() {
+    if !require("kubectl") || !require("kubernetes-validate") {
+        return;
+    }
+    let overlay = format!("{DEPLOY}/kubernetes/overlays/kubernetes-issuer");
+    let yaml = kustomize(&overlay);
+    validate(&yaml, "kubernetes_issuer");
+    let objects = docs(&yaml);
+    let d = kind(&objects, "Deployment")[0];
+    let spec = &d["spec"]["template"]["spec"];
+    assert_hardened_pod(spec, "kubernetes-issuer");
+    assert_services(&objects, "kubernetes-issuer");
+    let text = configmap_toml(&objects);
+    let issuer = only_issuer(&text);
+    assert_eq!(issuer["kind"].as_str(), Some("kubernetes"));
+    assert_eq!(issuer["upstream"].as_str(), Some("https://kubernetes.default.svc"));
+
+    // The token and the CA come from one projected volume: a service-account
+    // token for the API server (the default audience) that the kubelet
+    // rotates, and the cluster's CA. No other token is mounted.
+    let proxy = container(spec, "wif-proxy");
+    let token = issuer["upstream_bearer_token_file"].as_str().unwrap();
+    let ca = issuer["upstream_ca"].as_str().unwrap();
+    let (mount, volume) = mounted(spec, proxy, token);
+    assert_eq!(mount["readOnly"], Value::Bool(true));
+    assert_eq!(mounted(spec, proxy, ca).1, volume, "token and CA on one volume");
+    let sources = volume["projected"]["sources"].as_sequence().unwrap();
+    let sa = sources.iter().find(|s| !s["serviceAccountToken"].is_null()).unwrap();
+    assert_eq!(sa["serviceAccountToken"]["path"].as_str(), token.rsplit('/').next());
+    assert!(sa["serviceAccountToken"]["audience"].is_null(), "the API server's own audience");
+    assert!(sa["serviceAccountToken"]["expirationSeconds"].as_u64().unwrap() <= 3600);
+    let root_ca = sources.iter().find(|s| s["configMap"]["name"] == "kube-root-ca.crt").unwrap();
+    assert_eq!(root_ca["configMap"]["items"][0]["path"].as_str(), ca.rsplit('/').next());
+    assert_eq!(spec["automountServiceAccountToken"], Value::Bool(false));
+
+    // RBAC: the discovery role, for this ServiceAccount only.
+    let crb = kind(&objects, "ClusterRoleBinding");
+    assert_eq!(crb.len(), 1);
+    assert_eq!(crb[0]["roleRef"]["name"], "system:service-account-issuer-discovery");
+    let sa_name = spec["serviceAccountName"].as_str().unwrap();
+    let sa_obj = kind(&objects, "ServiceAccount")[0];
+    assert_eq!(
+        crb[0]["subjects"],
+        serde_yaml::from_str::<Value>(&format!(
+            "[{{kind: ServiceAccount, name: {sa_name}, namespace: {}}}]",
+            sa_obj["metadata"]["namespace"].as_str().unwrap()
+        ))
+        .unwrap()
+    );
+    assert_eq!(egress_ports(&objects), vec![6443, 53, 53], "egress only to the API server and DNS");
+
+    // The API server's flags name this proxy's public URL, as the issuer
+    // guard will compare.
+    let flags: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{overlay}/apiserver-flags.yaml")).unwrap()).unwrap();
+    let args: std::collections::BTreeMap<&str, &str> = flags["apiServer"]["extraArgs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["value"].as_str().unwrap()))
+        .collect();
+    let public = public_url(&text);
+    assert_eq!(args["service-account-issuer"], public);
+    assert_eq!(args["service-account-jwks-uri"], format!("{public}/openid/v1/jwks"));
+    let cert = kind(&objects, "Certificate")[0];
+    assert_eq!(cert["spec"]["dnsNames"][0].as_str(), public.strip_prefix("https://"));
+}
+
+/// SPIRE's provider beside wif-proxy in one pod, over the unix socket: the
+/// socket directory is one emptyDir, written by the provider only; the
+/// provider's configuration agrees with proxy.toml; both containers are
+/// hardened; the registration selects these pods.
+pub(crate) fn assert_spire_sidecar(objects: &[Value], provider_conf: &str, spiffeid: &str, what: &str) {
+    let text = configmap_toml(objects);
+    let issuer = only_issuer(&text);
+    let socket = issuer["upstream"].as_str().unwrap().strip_prefix("unix:").expect("a unix: upstream");
+    assert_eq!(issuer["kind"].as_str(), Some("spire"), "{what}");
+    assert!(issuer.get("upstream_host").is_none(), "{what}: spire sends the public host by default");
+    let conf: serde_json::Value = serde_json::from_str(provider_conf).unwrap();
+    assert_eq!(conf["listen_socket_path"], socket, "{what}");
+    let host = public_url(&text).strip_prefix("https://").unwrap().to_string();
+    assert_eq!(conf["domains"], serde_json::json!([host]), "{what}: the provider answers the public host only");
+    assert_eq!(conf["set_key_use"], true, "{what}: Azure wants \"use\": \"sig\"");
+    assert!(conf.get("jwt_issuer").is_none(), "{what}: nothing pinned: the issuer comes from the Host");
+
+    let d = kind(objects, "Deployment")[0];
+    let spec = &d["spec"]["template"]["spec"];
+    let proxy = container(spec, "wif-proxy");
+    let provider = container(spec, "spire-oidc-discovery-provider");
+    let (proxy_mount, volume) = mounted(spec, proxy, socket);
+    let (provider_mount, same) = mounted(spec, provider, socket);
+    assert_eq!(volume, same, "{what}: one socket directory");
+    assert!(!volume["emptyDir"].is_null(), "{what}: {volume:?}");
+    assert_eq!(proxy_mount["readOnly"], Value::Bool(true), "{what}: wif-proxy only connects");
+    assert!(provider_mount["readOnly"].is_null() || provider_mount["readOnly"] == Value::Bool(false), "{what}");
+    let config_path = provider["args"][1].as_str().unwrap();
+    let (_, config_volume) = mounted(spec, provider, config_path);
+    let cm = config_volume["configMap"]["name"].as_str().unwrap();
+    assert!(
+        kind(objects, "ConfigMap").iter().any(|c| c["metadata"]["name"] == cm
+            && c["data"][config_path.rsplit('/').next().unwrap()].as_str() == Some(provider_conf)),
+        "{what}: the provider reads its shipped configuration"
+    );
+    let workload_api = conf["workload_api"]["socket_path"].as_str().unwrap();
+    let (_, csi) = mounted(spec, provider, workload_api);
+    assert_eq!(csi["csi"]["driver"], "csi.spiffe.io", "{what}");
+    assert_eq!(csi["csi"]["readOnly"], Value::Bool(true), "{what}");
+    let sc = &provider["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{what}");
+    assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true), "{what}");
+    assert_eq!(sc["runAsNonRoot"], Value::Bool(true), "{what}");
+    assert_eq!(sc["capabilities"]["drop"], serde_yaml::from_str::<Value>("[ALL]").unwrap(), "{what}");
+    assert!(provider["readinessProbe"]["httpGet"]["path"].is_string(), "{what}");
+    assert!(!proxy["volumeMounts"].as_sequence().unwrap().iter().any(|m| m["name"] == "spiffe-workload-api"));
+
+    let id: Value = serde_yaml::from_str(spiffeid).unwrap();
+    assert_eq!(id["kind"], "ClusterSPIFFEID", "{what}");
+    let labels = d["spec"]["template"]["metadata"]["labels"].as_mapping().unwrap();
+    for (k, v) in id["spec"]["podSelector"]["matchLabels"].as_mapping().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "{what}: the registration selects these pods");
+    }
+    assert_eq!(
+        id["spec"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], d["metadata"]["namespace"],
+        "{what}"
+    );
+}
+
+#[test]
+fn the_spire_sidecar_serves_the_provider_over_its_unix_socket() {
+    if !require("kubectl") || !require("kubernetes-validate") {
+        return;
+    }
+    let overlay = format!("{DEPLOY}/kubernetes/overlays/spire-sidecar");
+    let yaml = kustomize(&overlay);
+    validate(&yaml, "spire_sidecar");
+    let objects = docs(&yaml);
+    assert_hardened_pod(&kind(&objects, "Deployment")[0]["spec"]["template"]["spec"], "spire-sidecar");
+    assert_services(&objects, "spire-sidecar");
+    assert_eq!(egress_ports(&objects), vec![53, 53], "the issuer is in the pod");
+    let read = |f: &str| std::fs::read_to_string(format!("{overlay}/{f}")).unwrap();
+    assert_spire_sidecar(
+        &objects,
+        &read("oidc-discovery-provider.conf"),
+        &read("clusterspiffeid.yaml"),
+        "spire-sidecar",
+    );
+}
+
 #[test]
 fn every_shipped_configuration_passes_check() {
     // The overlays' and the systemd sample's proxy.toml, from the sources.
     let pki = pki::Pki::new();
     let mut files: Vec<std::path::PathBuf> =
         vec![format!("{DEPLOY}/systemd/proxy.toml").into(), format!("{DEPLOY}/kubernetes/base/proxy.toml").into()];
-    for o in ["edge", "ingress", "sidecar"] {
+    for o in ["edge", "ingress", "sidecar", "kubernetes-issuer", "spire-sidecar"] {
         files.push(format!("{DEPLOY}/kubernetes/overlays/{o}/proxy.toml").into());
     }
-    let re = regex::Regex::new(r#""([^"]*\.(?:pem|crt))""#).unwrap();
+    let re = regex::Regex::new(r#""([^"]*(?:\.pem|\.crt|/token))""#).unwrap();
     for f in files {
         let mut text = std::fs::read_to_string(&f).unwrap();
         let work = tempfile::tempdir().unwrap();
@@ -223,7 +409,8 @@ fn every_shipped_configuration_passes_check() {
         let paths: Vec<String> = re.captures_iter(&text).map(|c| c[1].to_string()).collect();
         for p in paths {
             let name = std::path::Path::new(&p).file_name().unwrap().to_string_lossy().to_string();
-            std::fs::write(work.path().join(&name), &pki.ca_pem).unwrap();
+            let content = if name == "token" { "eyJhbGciOiJSUzI1NiJ9.e30.sig\n" } else { pki.ca_pem.as_str() };
+            std::fs::write(work.path().join(&name), content).unwrap();
             text = text.replace(&format!("\"{p}\""), &format!("\"{name}\""));
         }
         let copy = work.path().join("proxy.toml");

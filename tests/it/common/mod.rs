@@ -24,8 +24,15 @@ use wif_proxy::Shared;
 
 pub use standin::{Behavior, StandIn, PUBLIC_URL};
 
-/// The fixed header set the issuer may receive, in any order.
+/// The fixed header set the issuer may receive, in any order, with the
+/// upstream's own address as Host.
 pub fn assert_fixed_request(r: &standin::Recorded, upstream: SocketAddr) {
+    assert_fixed_request_to(r, &upstream.to_string())
+}
+
+/// The fixed header set, with `host` as Host (`upstream_host`, or the
+/// public host a SPIRE issuer is sent).
+pub fn assert_fixed_request_to(r: &standin::Recorded, host: &str) {
     assert_eq!(r.method, "GET", "{r:?}");
     assert_eq!(r.version, "HTTP/1.1", "{r:?}");
     assert!(!r.had_body, "a body reached the issuer: {r:?}");
@@ -35,7 +42,7 @@ pub fn assert_fixed_request(r: &standin::Recorded, upstream: SocketAddr) {
     for (n, v) in &r.headers {
         let expected = match n.as_str() {
             "accept" => "application/json".to_string(),
-            "host" => upstream.to_string(),
+            "host" => host.to_string(),
             "user-agent" => format!("wif-proxy/{}", env!("CARGO_PKG_VERSION")),
             _ => unreachable!(),
         };
