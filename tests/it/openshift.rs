@@ -14,29 +14,31 @@ use crate::acme::require;
 use crate::common::pki::Pki;
 use crate::common::standin::{self, Behavior};
 use crate::common::*;
-use crate::deploy::{assert_hardened_pod, assert_services, configmap_toml, docs, kind, kustomize, validate};
+use crate::deploy::{
+    assert_hardened_pod, assert_services, assert_spire_sidecar, configmap_toml, docs, kind, kustomize, validate,
+};
 
 const OPENSHIFT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/overlays/openshift");
 const GUIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openshift.md");
 const DOCKERFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/Dockerfile");
 
 /// Every overlay that is applied on its own (a directory with a proxy.toml).
-const SCENARIOS: [&str; 4] = ["spire", "spire-reencrypt", "vault", "vault-reencrypt"];
+const SCENARIOS: [&str; 5] = ["spire", "spire-reencrypt", "spire-sidecar", "vault", "vault-reencrypt"];
 
 const ZTWIM_NAMESPACE: &str = "zero-trust-workload-identity-manager";
 /// The names the Zero Trust Workload Identity Manager (1.0) writes into its
-/// discovery provider's `domains`, besides the jwtIssuer host. wif-proxy sends
-/// the upstream's own name as Host, so the upstream must be one of these.
+/// discovery provider's `domains`, besides the jwtIssuer host. The shipped
+/// upstream is one of them, so that `doctor`-style checks of the Service
+/// itself pass; wif-proxy sends the jwtIssuer host as Host.
 const ZTWIM_DOMAINS: [&str; 3] = [
     "spire-spiffe-oidc-discovery-provider",
     "spire-spiffe-oidc-discovery-provider.zero-trust-workload-identity-manager",
     "spire-spiffe-oidc-discovery-provider.zero-trust-workload-identity-manager.svc.cluster.local",
 ];
 
-/// What the issuer says through wif-proxy when the provider builds it from
-/// the Host header wif-proxy sends (no `jwt_issuer` in its configuration).
-const SERVICE_DERIVED_ISSUER: &str =
-    "https://spire-spiffe-oidc-discovery-provider.zero-trust-workload-identity-manager.svc.cluster.local";
+/// What the issuer says through wif-proxy when the provider's `jwt_issuer`
+/// still names another host (a stale pin, or a renamed Route).
+const STALE_ISSUER: &str = "https://oidc-discovery.apps.old.example.com";
 
 /// An arbitrary UID from an OpenShift namespace's range.
 const ARBITRARY_UID: u32 = 1_000_680_000;
@@ -112,7 +114,8 @@ fn assert_runs_under_restricted_v2(template: &Value, config: &toml::Table, what:
         let types: Vec<&str> =
             v.as_mapping().unwrap().keys().filter_map(|k| k.as_str()).filter(|k| *k != "name").collect();
         assert!(
-            types.len() == 1 && ["configMap", "secret", "emptyDir", "projected", "downwardAPI"].contains(&types[0]),
+            types.len() == 1
+                && ["configMap", "secret", "emptyDir", "projected", "downwardAPI", "csi"].contains(&types[0]),
             "{what}: volume {name} is {types:?}"
         );
     }
@@ -167,7 +170,8 @@ fn assert_runs_under_restricted_v2(template: &Value, config: &toml::Table, what:
         }
         assert!(str_at(config, "cache", "dir").is_some(), "{what}: a persisted cache");
         // And everything it reads is on a read-only one.
-        let mut reads: Vec<String> = vec![issuer(config)["upstream_ca"].as_str().unwrap().to_string()];
+        let mut reads: Vec<String> =
+            issuer(config).get("upstream_ca").and_then(|v| v.as_str()).map(str::to_string).into_iter().collect();
         if let Some(certs) = config.get("tls").and_then(|t| t.get("certificate")).and_then(|c| c.as_array()) {
             for pair in certs {
                 reads.push(pair["cert"].as_str().unwrap().to_string());
@@ -309,14 +313,25 @@ fn assert_network_policy(objects: &[Value], config: &toml::Table, scenario: &str
     assert_eq!(ingress[1]["ports"], yaml("[{port: 9901, protocol: TCP}]"), "{what}: monitoring, to the admin port");
 
     let egress = spec["egress"].as_sequence().unwrap();
-    assert_eq!(egress.len(), 2, "{what}: the issuer and DNS, nothing else");
-    assert_eq!(egress[1]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "openshift-dns");
-    assert_eq!(egress[1]["ports"], yaml("[{port: 5353, protocol: UDP}, {port: 5353, protocol: TCP}]"), "{what}");
+    let sidecar = scenario == "spire-sidecar";
+    assert_eq!(
+        egress.len(),
+        if sidecar { 1 } else { 2 },
+        "{what}: the issuer (unless in the pod) and DNS, nothing else"
+    );
+    let dns = egress.last().unwrap();
+    assert_eq!(dns["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "openshift-dns");
+    assert_eq!(dns["ports"], yaml("[{port: 5353, protocol: UDP}, {port: 5353, protocol: TCP}]"), "{what}");
     let upstream = issuer(config)["upstream"].as_str().unwrap();
+    if sidecar {
+        assert_eq!(issuer(config)["kind"].as_str(), Some("spire"), "{what}");
+        assert!(upstream.starts_with("unix:/"), "{what}: the provider's socket in the pod");
+        return;
+    }
     let (namespace, pods, port) = if scenario.starts_with("spire") {
         assert_eq!(issuer(config)["kind"].as_str(), Some("spire"), "{what}");
         let host = upstream.strip_prefix("https://").unwrap();
-        assert!(ZTWIM_DOMAINS.contains(&host), "{what}: {host} must be one of the provider's domains");
+        assert!(ZTWIM_DOMAINS.contains(&host), "{what}: {host}: a name the provider's serving certificate is for");
         (ZTWIM_NAMESPACE, "spiffe-oidc-discovery-provider", 8443)
     } else {
         assert_eq!(issuer(config)["kind"].as_str(), Some("vault-plugin-wif"), "{what}");
@@ -366,6 +381,30 @@ fn openshift_overlays_render_validate_and_run_under_restricted_v2() {
         assert_network_policy(&objects, &config, scenario, &what);
         assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1, "{what}");
 
+        assert_eq!(issuer(&config)["strict_issuer"].as_bool(), Some(true), "{what}: a wrong issuer is never published");
+        let trusted = config["client_ip"]["trusted_proxies"].as_array().unwrap();
+        assert_eq!(
+            config["client_ip"]["source"].as_str(),
+            Some("x_forwarded_for"),
+            "{what}: the router's X-Forwarded-For"
+        );
+        assert!(!trusted.is_empty(), "{what}");
+        if scenario == "spire-sidecar" {
+            let read = |f: &str| std::fs::read_to_string(format!("{OPENSHIFT}/{scenario}/{f}")).unwrap();
+            let conf = read("oidc-discovery-provider.conf");
+            assert_spire_sidecar(&objects, &conf, &read("clusterspiffeid.yaml"), &what);
+            assert!(
+                !objects.iter().any(|o| o["metadata"]["name"] == "wif-proxy-upstream-ca"),
+                "{what}: no CA to inject"
+            );
+            let trust_domain = serde_json::from_str::<serde_json::Value>(&conf).unwrap()["workload_api"]
+                ["trust_domain"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(trust_domain, "apps.ocp.example.com", "{what}: the trust domain the guide's SPIFFE IDs use");
+            continue;
+        }
         // The issuer's CA is the service CA bundle, injected and kept current
         // by the service-ca operator under the key upstream_ca names.
         let ca = issuer(&config)["upstream_ca"].as_str().unwrap();
@@ -376,14 +415,6 @@ fn openshift_overlays_render_validate_and_run_under_restricted_v2() {
             "true",
             "{what}"
         );
-        assert_eq!(issuer(&config)["strict_issuer"].as_bool(), Some(true), "{what}: a wrong issuer is never published");
-        let trusted = config["client_ip"]["trusted_proxies"].as_array().unwrap();
-        assert_eq!(
-            config["client_ip"]["source"].as_str(),
-            Some("x_forwarded_for"),
-            "{what}: the router's X-Forwarded-For"
-        );
-        assert!(!trusted.is_empty(), "{what}");
     }
 }
 
@@ -398,7 +429,7 @@ fn the_spire_discovery_provider_hands_its_route_over() {
     assert_eq!(cr["metadata"]["name"], "cluster", "the operator's singleton");
     assert!(cr["metadata"]["namespace"].is_null(), "cluster-scoped");
     assert_eq!(cr["spec"]["managedRoute"], "false", "a string, as the CRD's enum has it");
-    for scenario in ["spire", "spire-reencrypt"] {
+    for scenario in ["spire", "spire-reencrypt", "spire-sidecar"] {
         let public_url = str_at(&table(&shipped(scenario)), "server", "public_url").unwrap().to_string();
         assert_eq!(cr["spec"]["jwtIssuer"], public_url.as_str(), "{scenario}: jwtIssuer is the Route's host");
     }
@@ -651,7 +682,9 @@ fn local_config(
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let i = t["issuer"].as_array_mut().unwrap()[0].as_table_mut().unwrap();
     i.insert("upstream".into(), upstream.into());
-    i.insert("upstream_ca".into(), ca.to_str().unwrap().into());
+    if upstream.starts_with("https://") {
+        i.insert("upstream_ca".into(), ca.to_str().unwrap().into());
+    }
     toml::to_string(&t).unwrap()
 }
 
@@ -702,7 +735,8 @@ async fn run_guide_command(cmd: &str, w: &Walkthrough) -> (String, String) {
     };
     let connect_to = format!("{}:443:{}", w.host, w.addr);
     let in_pod = "oc exec -n wif-proxy deploy/wif-proxy -- /usr/local/bin/wif-proxy ";
-    let line = if let Some(rest) = cmd.strip_prefix(in_pod) {
+    let in_pod_container = "oc exec -n wif-proxy deploy/wif-proxy -c wif-proxy -- /usr/local/bin/wif-proxy ";
+    let line = if let Some(rest) = cmd.strip_prefix(in_pod).or_else(|| cmd.strip_prefix(in_pod_container)) {
         format!("{} {}", binary(), rest.replace("/etc/wif-proxy/proxy.toml", w.in_pod_config.to_str().unwrap()))
     } else if let Some(rest) = cmd.strip_prefix("wif-proxy doctor ") {
         format!("{} doctor {rest} --ca {} --connect-to {connect_to}", binary(), w.ca.display())
@@ -723,12 +757,25 @@ async fn run_guide_command(cmd: &str, w: &Walkthrough) -> (String, String) {
 }
 
 /// A proxy on the shipped edge configuration of `dir` in front of an issuer
-/// stand-in that claims `issuer_url`, with TLS for the Route's host.
-async fn walkthrough(dir: &str, issuer_url: &str, work: &Path) -> (TestProxy, StandIn, Walkthrough) {
+/// stand-in, with TLS for the Route's host. `claims`: the issuer URL the
+/// stand-in writes whatever it is asked; `None` for a SPIRE provider whose
+/// `domains` is the Route's host and which builds its URLs from the Host it
+/// sees. The sidecar scenario's stand-in listens on a unix socket.
+async fn walkthrough(dir: &str, claims: Option<&str>, work: &Path) -> (TestProxy, StandIn, Walkthrough) {
     let pki = Pki::new();
     let host = public_host(&table(&shipped(dir)));
-    let si = StandIn::start_tls(pki.server_config(false)).await;
-    si.set_public_url(issuer_url);
+    let (si, upstream) = if dir == "spire-sidecar" {
+        let sock = work.join("spire-oidc-server.sock");
+        (StandIn::start_unix(&sock).await, format!("unix:{}", sock.display()))
+    } else {
+        let si = StandIn::start_tls(pki.server_config(false)).await;
+        let origin = si.origin();
+        (si, origin)
+    };
+    match claims {
+        Some(url) => si.set_public_url(url),
+        None => si.spire_domains(&[host.as_str()]),
+    }
     if dir.starts_with("spire") {
         // As SPIRE's provider answers /keys (with set_key_use).
         si.set("/keys", Behavior::keys_with_cache_control("no-cache, no-store, must-revalidate"));
@@ -739,7 +786,7 @@ async fn walkthrough(dir: &str, issuer_url: &str, work: &Path) -> (TestProxy, St
     std::fs::write(work.join("ca.pem"), &pki.ca_pem).unwrap();
     let text = local_config(
         &shipped(dir),
-        &si.origin(),
+        &upstream,
         work,
         &pki,
         Some((&work.join("route.pem"), &work.join("route.key"))),
@@ -751,6 +798,40 @@ async fn walkthrough(dir: &str, issuer_url: &str, work: &Path) -> (TestProxy, St
     let in_pod_config = checkable(dir, &pod, &pki.ca_pem);
     let w = Walkthrough { host, addr: p.addr, admin: p.admin, ca: work.join("ca.pem"), in_pod_config };
     (p, si, w)
+}
+
+/// The SPIRE scenarios' commands: `check` lists both documents, the
+/// documents name the Route's host, `doctor` passes for `provider` and
+/// prints `snippet`; the provider saw only the fixed request, with the
+/// Route's host as Host.
+async fn spire_commands(commands: &[String], w: &Walkthrough, si: &StandIn, snippet: &str) {
+    let route = format!("https://{}", w.host);
+    assert!(commands.len() >= 4, "{commands:?}");
+    for cmd in commands {
+        let (cmd, out) = run_guide_command(cmd, w).await;
+        if cmd.contains(" check ") {
+            assert!(
+                out.contains("GET|HEAD /.well-known/openid-configuration") && out.contains("GET|HEAD /keys"),
+                "{out}"
+            );
+            assert!(out.contains(&format!("(Host: {})", w.host)), "check names the Host sent: {out}");
+        } else if cmd.ends_with("/.well-known/openid-configuration") {
+            let d = json(&cmd, &out);
+            assert_eq!(d["issuer"], route.as_str(), "{out}");
+            assert_eq!(d["jwks_uri"], format!("{route}/keys"), "{out}");
+        } else if cmd.ends_with("/keys") {
+            assert_eq!(out, standin::jwks("k1"));
+        } else if cmd.starts_with("wif-proxy doctor") {
+            assert!(out.contains("result: ok"), "{out}");
+            assert!(out.contains(snippet), "{out}");
+            assert!(out.contains(&route), "{out}");
+        }
+    }
+    assert!(si.total() >= 2);
+    for r in si.requests() {
+        assert_fixed_request_to(&r, &w.host);
+        assert!(r.target == "/.well-known/openid-configuration" || r.target == "/keys", "{r:?}");
+    }
 }
 
 fn json(cmd: &str, stdout: &str) -> serde_json::Value {
@@ -766,47 +847,30 @@ async fn the_openshift_walkthrough_commands_work() {
     let commands = guide_commands(&guide);
     assert_eq!(
         commands.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["spire", "spire-mismatch", "vault"],
+        ["spire", "spire-mismatch", "spire-sidecar", "vault"],
         "the guide's proxy-test scenarios"
     );
 
-    // SPIRE, once the provider publishes the Route's host as its issuer.
+    // SPIRE through the operator's Service: the provider's own configuration
+    // publishes the Route's host, because that is the Host it is sent.
     let work = tempfile::tempdir().unwrap();
-    let (p, si, w) = walkthrough("spire", "https://oidc-discovery.apps.ocp.example.com", work.path()).await;
+    let (p, si, w) = walkthrough("spire", None, work.path()).await;
     p.wait_ready().await;
     let route = format!("https://{}", w.host);
-    assert!(commands["spire"].len() >= 4, "{:?}", commands["spire"]);
-    for cmd in &commands["spire"] {
-        let (cmd, out) = run_guide_command(cmd, &w).await;
-        if cmd.contains(" check ") {
-            assert!(
-                out.contains("GET|HEAD /.well-known/openid-configuration") && out.contains("GET|HEAD /keys"),
-                "{out}"
-            );
-        } else if cmd.ends_with("/.well-known/openid-configuration") {
-            let d = json(&cmd, &out);
-            assert_eq!(d["issuer"], route.as_str(), "{out}");
-            assert_eq!(d["jwks_uri"], format!("{route}/keys"), "{out}");
-        } else if cmd.ends_with("/keys") {
-            assert_eq!(out, standin::jwks("k1"));
-        } else if cmd.starts_with("wif-proxy doctor") {
-            assert!(out.contains("result: ok"), "{out}");
-            assert!(out.contains("az identity federated-credential create"), "{out}");
-            assert!(out.contains(&format!("--issuer {route} ")), "{out}");
-        }
-    }
-    // The provider only ever saw the fixed request, with wif-proxy's upstream
-    // as Host: the name its `domains` must list.
-    assert!(si.total() >= 2);
-    for r in si.requests() {
-        assert_fixed_request(&r, si.addr);
-        assert!(r.target == "/.well-known/openid-configuration" || r.target == "/keys", "{r:?}");
-    }
+    spire_commands(&commands["spire"], &w, &si, "aws iam create-open-id-connect-provider").await;
     drop(p);
 
-    // SPIRE before the fix: the provider builds its issuer from that Host.
+    // The sidecar variant: the provider on a unix socket in the pod.
     let work = tempfile::tempdir().unwrap();
-    let (p, _si, w) = walkthrough("spire", SERVICE_DERIVED_ISSUER, work.path()).await;
+    let (p, si, w) = walkthrough("spire-sidecar", None, work.path()).await;
+    p.wait_ready().await;
+    spire_commands(&commands["spire-sidecar"], &w, &si, &format!("--issuer {route} ")).await;
+    assert!(commands["spire-sidecar"].iter().any(|c| c.contains("--provider azure")), "the Entra ID path");
+    drop(p);
+
+    // A provider whose configuration pins another issuer.
+    let work = tempfile::tempdir().unwrap();
+    let (p, _si, w) = walkthrough("spire", Some(STALE_ISSUER), work.path()).await;
     let mut readyz = get(p.admin, "/readyz").await;
     for _ in 0..100 {
         if readyz.json()["issuer_mismatch"].as_array().is_some_and(|m| !m.is_empty()) {
@@ -825,14 +889,14 @@ async fn the_openshift_walkthrough_commands_work() {
         let r = json(&cmd, &out);
         assert_eq!(r["ready"], false, "{out}");
         let message = r["issuer_mismatch"][0]["message"].as_str().unwrap_or_else(|| panic!("{out}"));
-        assert!(message.contains(SERVICE_DERIVED_ISSUER) && message.contains(&route), "{message}");
-        assert!(guide.contains(SERVICE_DERIVED_ISSUER), "the guide names what the provider says");
+        assert!(message.contains(STALE_ISSUER) && message.contains(&route), "{message}");
+        assert!(guide.contains(STALE_ISSUER), "the guide names what the provider says");
     }
     drop(p);
 
     // Vault plugin WIF.
     let work = tempfile::tempdir().unwrap();
-    let (p, si, w) = walkthrough("vault", "https://vault-wif.apps.ocp.example.com", work.path()).await;
+    let (p, si, w) = walkthrough("vault", Some("https://vault-wif.apps.ocp.example.com"), work.path()).await;
     p.wait_ready().await;
     let route = format!("https://{}", w.host);
     assert!(commands["vault"].len() >= 5, "{:?}", commands["vault"]);
