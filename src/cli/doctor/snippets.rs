@@ -9,6 +9,7 @@ use super::{Options, Provider};
 /// selected provider, filled in with what the run found.
 pub(super) fn snippets(issuer: &str, thumbprint: Option<&str>, jwks: &Value, opts: &Options) -> Value {
     let bare = issuer.trim_start_matches("https://");
+    let (subject, subject_note) = subject_of(issuer);
     let mut out = serde_json::Map::new();
     if opts.provider.includes(Provider::Aws) {
         let aud = opts.audience.clone().unwrap_or_else(|| "sts.amazonaws.com".to_string());
@@ -20,7 +21,7 @@ pub(super) fn snippets(issuer: &str, thumbprint: Option<&str>, jwks: &Value, opt
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {"StringEquals": {
                     format!("{bare}:aud"): aud,
-                    format!("{bare}:sub"): "plugin-identity:<NAMESPACE_ID>:secret:<MOUNT_ACCESSOR>",
+                    format!("{bare}:sub"): subject,
                 }}
             }]
         });
@@ -32,7 +33,7 @@ pub(super) fn snippets(issuer: &str, thumbprint: Option<&str>, jwks: &Value, opt
                     thumbprint.unwrap_or("<THUMBPRINT>")
                 ),
                 "trust_policy": policy,
-                "note": "Restrict :sub to one Vault mount: plugin-identity:<namespace id>:<secret|auth>:<mount accessor> (vault read sys/mounts/<path> shows the accessor).",
+                "note": subject_note,
             }),
         );
     }
@@ -57,10 +58,28 @@ pub(super) fn snippets(issuer: &str, thumbprint: Option<&str>, jwks: &Value, opt
             "azure".into(),
             json!({
                 "command": format!(
-                    "az identity federated-credential create --name <CREDENTIAL_NAME> --identity-name <IDENTITY_NAME> --resource-group <RESOURCE_GROUP> --issuer {issuer} --subject <SUBJECT> --audiences {aud}"
+                    "az identity federated-credential create --name <CREDENTIAL_NAME> --identity-name <IDENTITY_NAME> --resource-group <RESOURCE_GROUP> --issuer {issuer} --subject {subject} --audiences {aud}"
                 ),
             }),
         );
     }
     Value::Object(out)
+}
+
+/// The subject a trust policy should pin, by the shape of the issuer URL:
+/// Vault's plugin identity below `/identity/oidc/plugins`, else a SPIFFE ID
+/// or a Kubernetes service account (an issuer that is a bare origin is
+/// SPIRE's or an API server's), and what to fill in.
+fn subject_of(issuer: &str) -> (&'static str, &'static str) {
+    if issuer.contains("/identity/oidc/plugins") {
+        (
+            "plugin-identity:<NAMESPACE_ID>:secret:<MOUNT_ACCESSOR>",
+            "Restrict :sub to one Vault mount: plugin-identity:<namespace id>:<secret|auth>:<mount accessor> (vault read sys/mounts/<path> shows the accessor).",
+        )
+    } else {
+        (
+            "<SUBJECT>",
+            "Restrict :sub to one workload: a SPIFFE ID (spiffe://<trust domain>/ns/<namespace>/sa/<service account>) for SPIRE, system:serviceaccount:<namespace>:<service account> for a Kubernetes API server, the entity or role for other Vault issuers.",
+        )
+    }
 }
