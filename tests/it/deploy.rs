@@ -510,6 +510,9 @@ fn every_deployment_memory_limit_holds_max_connections_at_their_worst() {
         "openshift/vault-reencrypt",
         "openshift/spire",
         "openshift/spire-reencrypt",
+        "openshift/spire-sidecar",
+        "kubernetes-issuer",
+        "spire-sidecar",
     ];
     for overlay in overlays {
         let dir = format!("{DEPLOY}/kubernetes/overlays/{overlay}");
