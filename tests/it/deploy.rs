@@ -206,6 +206,14 @@ fn the_sidecar_patch_and_helm_values_add_the_same_hardened_container() {
     assert_eq!(values["server"]["volumes"], patch["spec"]["template"]["spec"]["volumes"]);
 }
 
+/// An overlay rendered and validated: its folder and its objects.
+fn rendered(overlay: &str) -> (String, Vec<Value>) {
+    let dir = format!("{DEPLOY}/kubernetes/overlays/{overlay}");
+    let yaml = kustomize(&dir);
+    validate(&yaml, &overlay.replace('-', "_"));
+    (dir, docs(&yaml))
+}
+
 /// The container named `name` in a pod spec.
 fn container<'a>(spec: &'a Value, name: &str) -> &'a Value {
     spec["containers"].as_sequence().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}"))
@@ -247,10 +255,7 @@ fn the_in_cluster_kubernetes_issuer_reads_the_api_server_with_a_projected_token(
     if !require("kubectl") || !require("kubernetes-validate") {
         return;
     }
-    let overlay = format!("{DEPLOY}/kubernetes/overlays/kubernetes-issuer");
-    let yaml = kustomize(&overlay);
-    validate(&yaml, "kubernetes_issuer");
-    let objects = docs(&yaml);
+    let (overlay, objects) = rendered("kubernetes-issuer");
     let d = kind(&objects, "Deployment")[0];
     let spec = &d["spec"]["template"]["spec"];
     assert_hardened_pod(spec, "kubernetes-issuer");
@@ -375,10 +380,7 @@ fn the_spire_sidecar_serves_the_provider_over_its_unix_socket() {
     if !require("kubectl") || !require("kubernetes-validate") {
         return;
     }
-    let overlay = format!("{DEPLOY}/kubernetes/overlays/spire-sidecar");
-    let yaml = kustomize(&overlay);
-    validate(&yaml, "spire_sidecar");
-    let objects = docs(&yaml);
+    let (overlay, objects) = rendered("spire-sidecar");
     assert_hardened_pod(&kind(&objects, "Deployment")[0]["spec"]["template"]["spec"], "spire-sidecar");
     assert_services(&objects, "spire-sidecar");
     assert_eq!(egress_ports(&objects), vec![53, 53], "the issuer is in the pod");
