@@ -3,28 +3,24 @@
 //!
 //! * HTTP/1.1 only (ALPN offers `http/1.1` and nothing else), over TLS from
 //!   [`crate::net::trust`] or, when a caller allows it, plain TCP.
-//! * Connects where the URL says, or where a [`ConnectTo`] rule sends that
-//!   host and port, with an explicit connect timeout and `TCP_NODELAY`.
-//!   Nothing is read from the environment: `HTTP_PROXY`, `HTTPS_PROXY` and
-//!   `NO_PROXY` are not honoured, so a request goes exactly where its caller
-//!   pointed it.
+//! * Connects where the URL says, where a [`ConnectTo`] rule sends that host
+//!   and port, or — with [`ClientOptions::unix_socket`] — to that unix
+//!   socket whatever the URL says (plain HTTP; the URL then only gives the
+//!   path and the default `Host`), with an explicit connect timeout and
+//!   `TCP_NODELAY`. Nothing is read from the environment: `HTTP_PROXY`,
+//!   `HTTPS_PROXY` and `NO_PROXY` are not honoured, so a request goes exactly
+//!   where its caller pointed it.
 //! * Every request leaves with our fixed `User-Agent` and the `Host` of its
-//!   URL; everything else on it is the caller's, built from configuration.
-//!   Bodies are empty by type. Redirects are never followed (the legacy
-//!   client does not follow them) and no request is retried.
+//!   URL unless the caller set one; everything else on it is the caller's,
+//!   built from configuration. A caller's `Host` never changes whom the
+//!   connection trusts: TLS keeps verifying (and sending as SNI) the URL's
+//!   host. Bodies are empty by type. Redirects are never followed (the
+//!   legacy client does not follow them) and no request is retried.
 //! * [`read_body`] reads an answer with a byte ceiling, checked against
 //!   `Content-Length` first and then while the body streams in.
 //!
 //! Deadlines for a whole exchange belong to the caller, which knows what
 //! its limit means (an issuer's `upstream_timeout`, AWS's five seconds).
-//!
-//! * Or, with [`ClientOptions::unix_socket`], every request goes over that
-//!   unix socket (plain HTTP; the URL then only gives the path and the
-//!   default `Host`).
-//!
-//! A `Host` header set on the request wins over the URL's, while TLS keeps
-//! verifying (and sending as SNI) the URL's host: a configured Host never
-//! changes whom the connection trusts.
 
 use std::future::Future;
 use std::io;
