@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,6 +41,52 @@ pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Replaces the directory `target` with one `fill` writes, so that nothing
+/// half-written ever stands at `target`: `fill` writes into a new temp
+/// directory beside it (mode 0755: a mirror is meant to be read), which is
+/// then renamed into place, the old directory moved aside and removed.
+/// If `fill` fails, the temp directory is removed and `target` is untouched.
+/// (Between the two renames `target` is briefly absent, never partial.)
+pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent)?;
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = parent.join(format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id()));
+    let old = parent.join(format!("{TEMP_PREFIX}{name}-{}-{n}.old", std::process::id()));
+    let build = || -> std::io::Result<()> {
+        fs::DirBuilder::new().mode(0o755).create(&tmp)?;
+        fill(&tmp)?;
+        fs::File::open(&tmp)?.sync_all()
+    };
+    if let Err(e) = build() {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let had_old = match fs::rename(target, &old) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, target) {
+        if had_old {
+            let _ = fs::rename(&old, target);
+        }
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if had_old {
+        fs::remove_dir_all(&old)?;
+    }
+    fs::File::open(parent)?.sync_all()
 }
 
 #[cfg(test)]

@@ -22,8 +22,14 @@ mod server;
 mod telemetry;
 
 // The proxy: load a configuration, bind, serve.
+pub use edge::systemd::{Passed as SystemdSockets, SystemdError};
 pub use proxy::state::{BuildError, LoadError, Shared};
-pub use server::Server;
+pub use server::{BindError, Server};
+
+// `wif-proxy export`: the static mirror.
+pub mod export {
+    pub use crate::proxy::export::{fetch_all, write, ExportError, Exported, Format, Written, MANIFEST};
+}
 
 // What `check`, `ranges` and `doctor` show, and what the tests and fuzzers
 // probe.

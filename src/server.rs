@@ -14,11 +14,14 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Listen;
 use crate::edge::caps::ConnCaps;
 use crate::edge::clientip::Source as ClientIpSource;
 use crate::edge::http::ConnLimits;
 use crate::edge::listener::{ClientIp, ConnInfo, Listener, Rules};
+use crate::edge::systemd::{Passed, SystemdError};
 use crate::edge::tls::Tls;
+use crate::proxy::refresh::{self, Refresher};
 use crate::proxy::state::{Shared, Snapshot};
 use crate::proxy::{admin, handler, redirect};
 
@@ -53,6 +56,15 @@ const ADMIN_LIMITS: ConnLimits = ConnLimits {
     h2: false,
 };
 
+/// Why the listeners could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {field} {listen}: {source}")]
+    Bind { field: &'static str, listen: String, source: std::io::Error },
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+}
+
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
     shared: Arc<Shared>,
@@ -64,19 +76,45 @@ pub struct Server {
 
 impl Server {
     /// Binds the public and admin listeners of the current configuration.
-    pub async fn bind(shared: Arc<Shared>) -> std::io::Result<Server> {
+    /// Listeners configured as `systemd` take the sockets systemd passed,
+    /// read from the environment now; the binary reads them earlier, while
+    /// it is single-threaded, and calls [`bind_passed`](Server::bind_passed).
+    pub async fn bind(shared: Arc<Shared>) -> Result<Server, BindError> {
+        let snap = shared.snapshot();
+        let s = &snap.config.server;
+        let systemd = [Some(&s.listen), Some(&s.admin_listen), snap.config.tls.http_listen.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|l| matches!(l, Listen::Systemd(_)));
+        let mut passed = if systemd { Passed::from_env() } else { Passed::none() };
+        Server::bind_passed(shared, &mut passed).await
+    }
+
+    /// [`bind`](Server::bind), taking `systemd` listeners from `passed`.
+    pub async fn bind_passed(shared: Arc<Shared>, passed: &mut Passed) -> Result<Server, BindError> {
         let snap = shared.snapshot();
         let backlog = snap.config.server.listen_backlog;
-        let bind = |addr: SocketAddr, what: &'static str| {
-            listen(addr, backlog)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {what} {addr}: {e}")))
+        let mut open = |l: &Listen, field: &'static str| -> Result<TcpListener, BindError> {
+            let socket = match l {
+                // systemd's sockets come listening, with the unit's Backlog=.
+                Listen::Addr(addr) => listen(*addr, backlog),
+                Listen::Systemd(name) => {
+                    let std = passed.take(field, name.as_deref())?;
+                    std.set_nonblocking(true).and_then(|()| TcpListener::from_std(std))
+                }
+            };
+            socket.map_err(|source| BindError::Bind { field, listen: l.to_string(), source })
         };
-        let public = bind(snap.config.server.listen, "server.listen")?;
-        let admin = bind(snap.config.server.admin_listen, "server.admin_listen")?;
-        let http = match snap.config.tls.http_listen {
-            Some(addr) => Some(bind(addr, "tls.http_listen")?),
+        let public = open(&snap.config.server.listen, "server.listen")?;
+        let admin = open(&snap.config.server.admin_listen, "server.admin_listen")?;
+        let http = match &snap.config.tls.http_listen {
+            Some(l) => Some(open(l, "tls.http_listen")?),
             None => None,
         };
+        let unused = passed.unused();
+        if !unused.is_empty() {
+            tracing::warn!(sockets = %unused.join(", "), "systemd passed sockets no listener takes; they stay open, unserved");
+        }
         Ok(Server { shared, public, admin, http })
     }
 
@@ -107,12 +145,23 @@ impl Server {
         let stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
 
+        let refresher = Arc::new(Refresher::default());
+        let admin_service = {
+            let shared = Arc::clone(&shared);
+            move |_conn: ConnInfo| {
+                let (shared, refresher) = (Arc::clone(&shared), Arc::clone(&refresher));
+                service_fn(move |req| {
+                    let (s, r) = (Arc::clone(&shared), Arc::clone(&refresher));
+                    async move { Ok::<_, Infallible>(admin_answer(&s, &r, req).await) }
+                })
+            }
+        };
         let admin = Listener::new(
             "server.admin_listen",
             admin,
             ConnCaps::new(MAX_ADMIN_CONNECTIONS),
             || AdminRules,
-            per_connection!(Arc::clone(&shared), |s, _conn, req| admin::route(&s, &req)),
+            admin_service,
             Arc::clone(&metrics),
             false,
         );
@@ -151,6 +200,19 @@ impl Server {
         admin_stop.cancel();
         let _ = admin_task.await;
     }
+}
+
+/// One admin request: `/refresh` (which waits on the issuer), or the
+/// routes of [`admin::route`].
+async fn admin_answer(
+    shared: &Shared,
+    refresher: &Refresher,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    if req.uri().path() == refresh::PATH {
+        return refresh::serve(shared, refresher, &req).await;
+    }
+    admin::route(shared, &req)
 }
 
 /// What a public listener serves.

@@ -1,4 +1,5 @@
-//! The command line: `wif-proxy [run]` and `wif-proxy check`.
+//! The command line: `wif-proxy [run]`, `check`, `ranges`, `doctor`,
+//! `refresh` and `export`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ use wif_proxy::Shared;
 use wif_proxy::Upstream;
 
 mod doctor;
+mod export;
+mod refresh;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +68,32 @@ pub enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// Refetch every document now, bypassing freshness (`POST /refresh` on
+    /// the admin listener): after an emergency key rotation. Exit code 0:
+    /// all refetched; 1: a document failed or the proxy refused; 2: usage.
+    Refresh {
+        /// Only this issuer's documents.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The admin listener's address (default: server.admin_listen of --config).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Print the proxy's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch and validate every listed document as the proxy does and write
+    /// them under DIR at their public paths, with DIR/manifest.json, for a
+    /// static mirror (bucket + CDN). All or nothing: exit code 1 leaves DIR
+    /// as it was.
+    Export {
+        /// The directory to (re)place.
+        #[arg(long)]
+        out: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum, default_value_t = export::ExportFormat::Files)]
+        format: export::ExportFormat,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +117,8 @@ pub fn main() -> ExitCode {
             };
             doctor(&cli.config, issuer.as_deref(), &opts, *json)
         }
+        Some(Command::Refresh { issuer, admin, json }) => refresh::run(&cli.config, issuer.as_deref(), *admin, *json),
+        Some(Command::Export { out, format }) => export::run(&cli.config, out, *format),
         None | Some(Command::Run) => run(&cli),
     }
 }
@@ -158,8 +189,11 @@ fn check(path: &Path) -> ExitCode {
             format!("TLS via ACME for {domains}")
         }
     };
-    println!("public listener {} ({tls}), admin listener {} (/healthz, /readyz)", s.listen, s.admin_listen);
-    if let Some(http) = config.tls.http_listen {
+    println!(
+        "public listener {} ({tls}), admin listener {} (/healthz, /readyz, POST /refresh)",
+        s.listen, s.admin_listen
+    );
+    if let Some(http) = &config.tls.http_listen {
         println!("plain-HTTP listener {http}: ACME HTTP-01 and 308 redirects to https for the paths below");
     }
     println!("public URL {}", s.public_url);
@@ -279,6 +313,9 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
+    // Socket activation: read (and clear) LISTEN_FDS while the process is
+    // still single-threaded, before the log thread and the runtime start.
+    let mut passed = wif_proxy::SystemdSockets::from_env();
     let _flush_on_exit = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -287,7 +324,7 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(&cli.config)) {
+    match runtime.block_on(serve(&cli.config, &mut passed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -297,11 +334,11 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-async fn serve(path: &Path) -> anyhow::Result<()> {
+async fn serve(path: &Path, passed: &mut wif_proxy::SystemdSockets) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let shared = Shared::load(path).await?;
-    let server = Server::bind(shared).await?;
+    let server = Server::bind_passed(shared, passed).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -35,7 +35,8 @@ pub use defaults::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MAX_BEARER_TOKEN_BYTES, M
 pub use error::{BearerTokenError, ConfigError, CustomPathError, NamespaceError};
 pub use model::{
     AcmeChallenge, AcmeSettings, CacheConfig, CertificateFiles, ClientIpConfig, ClientIpSource, Config, Forwarded,
-    IpAllowConfig, IpAllowMode, IssuerConfig, IssuerKind, LogConfig, Namespaces, RangeFormat, RangeLocation,
+    IpAllowConfig, IpAllowMode, IssuerConfig, IssuerKind, Listen, ListenError, LogConfig, Namespaces, RangeFormat,
+    RangeLocation,
     RangeSourceConfig, RateLimitConfig, ServerConfig, TlsConfig, TlsMode, UpstreamUrl,
 };
 pub use values::{check_bearer_token, check_custom_path, check_namespace, is_namespace_segment, RESERVED_NAMESPACES};

@@ -36,13 +36,80 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
 }
 
+/// Where a listener's socket comes from: an address to bind, or a socket
+/// systemd passed (socket activation, `LISTEN_FDS`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Listen {
+    /// `"IP:port"`: bound at start-up.
+    Addr(SocketAddr),
+    /// `"systemd"` (the one socket passed) or `"systemd:NAME"` (the socket
+    /// whose `FileDescriptorName=` is NAME, from `LISTEN_FDNAMES`).
+    Systemd(Option<String>),
+}
+
+impl Listen {
+    /// The address to bind, when there is one.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Addr(a) => Some(*a),
+            Listen::Systemd(_) => None,
+        }
+    }
+
+    /// Whether two listeners would take the same socket (port 0 always
+    /// binds a fresh one).
+    pub fn same_socket(&self, other: &Listen) -> bool {
+        match (self, other) {
+            (Listen::Addr(a), Listen::Addr(b)) => a == b && a.port() != 0,
+            (Listen::Systemd(a), Listen::Systemd(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Addr(a) => a.fmt(f),
+            Listen::Systemd(None) => f.write_str("systemd"),
+            Listen::Systemd(Some(name)) => write!(f, "systemd:{name}"),
+        }
+    }
+}
+
+/// Why a listener value is neither an address nor a systemd socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    /// Neither `IP:port` nor `systemd[:NAME]`.
+    #[error("not a socket address; write \"IP:port\", e.g. \"0.0.0.0:443\" or \"[::]:443\", or \"systemd\" / \"systemd:NAME\" for a socket systemd passes")]
+    NotAnAddress,
+    /// `systemd:` with an empty or impossible name.
+    #[error("a systemd socket name is 1 to 255 characters, no ':' and no control characters (FileDescriptorName=)")]
+    BadName,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = ListenError;
+    fn from_str(s: &str) -> Result<Listen, ListenError> {
+        if s == "systemd" {
+            return Ok(Listen::Systemd(None));
+        }
+        if let Some(name) = s.strip_prefix("systemd:") {
+            // systemd's own rule for FileDescriptorName=.
+            let ok = !name.is_empty() && name.len() <= 255 && !name.chars().any(|c| c == ':' || c.is_control());
+            return if ok { Ok(Listen::Systemd(Some(name.to_string()))) } else { Err(ListenError::BadName) };
+        }
+        s.parse().map(Listen::Addr).map_err(|_| ListenError::NotAnAddress)
+    }
+}
+
 /// The public and admin listeners and what a connection may cost.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The public listener.
-    pub listen: SocketAddr,
+    pub listen: Listen,
     /// Metrics, health and readiness; never the same as `listen`.
-    pub admin_listen: SocketAddr,
+    pub admin_listen: Listen,
     /// Origin (`scheme://host[:port]`, no path, no trailing slash) the cloud
     /// providers use to reach this proxy.
     pub public_url: String,
@@ -254,7 +321,7 @@ pub struct TlsConfig {
     /// `Strict-Transport-Security` value on TLS responses; `None` to omit.
     pub hsts: Option<String>,
     /// Optional plain-HTTP listener: ACME HTTP-01, redirects for allowlisted paths.
-    pub http_listen: Option<SocketAddr>,
+    pub http_listen: Option<Listen>,
     /// `files` mode: certificate chains and keys; hosts come from their SANs.
     pub certificates: Vec<CertificateFiles>,
     /// How often certificate files are checked for changes.

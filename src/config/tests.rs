@@ -335,3 +335,22 @@ fn kubernetes_publishes_the_api_servers_two_documents() {
     );
     assert!(e.ends_with("namespaces apply only to Vault kinds, not kubernetes"), "{e}");
 }
+
+#[test]
+fn listeners_take_systemd_sockets_by_name() {
+    let c = parse(&MIN.replace(
+        "[server]",
+        "[tls]\nhttp_listen = \"systemd:http\"\n[server]\nlisten = \"systemd\"\nadmin_listen = \"systemd:admin\"",
+    ))
+    .expect("valid");
+    assert_eq!(c.server.listen, Listen::Systemd(None));
+    assert_eq!(c.server.admin_listen, Listen::Systemd(Some("admin".into())));
+    assert_eq!(c.tls.http_listen, Some(Listen::Systemd(Some("http".into()))));
+    assert_eq!(c.server.admin_listen.to_string(), "systemd:admin");
+    let e = error(&MIN.replace("[server]", "[server]\nlisten = \"systemd:a\"\nadmin_listen = \"systemd:a\""));
+    assert!(e.ends_with("must differ from server.listen: the admin endpoints are never public"), "{e}");
+    let e = error(&MIN.replace("[server]", "[server]\nlisten = \"systemd:\""));
+    assert!(e.starts_with("t.toml:2: server.listen = \"systemd:\": a systemd socket name is 1 to 255"), "{e}");
+    let e = error(&MIN.replace("[server]", "[server]\nlisten = \"systemd:a:b\""));
+    assert!(e.contains("no ':'"), "{e}");
+}

@@ -24,7 +24,7 @@ use super::defaults::{
 };
 use super::file::{Number, Text};
 use super::keyword::Keyword;
-use super::{BearerTokenError, ConfigError, CustomPathError, NamespaceError, UpstreamUrl};
+use super::{BearerTokenError, ConfigError, CustomPathError, Listen, ListenError, NamespaceError, UpstreamUrl};
 use crate::net::ipset;
 
 /// Vault path segments that can never be namespace names.
@@ -63,14 +63,18 @@ impl Cx<'_> {
         })
     }
 
-    /// [`socket_addr`](Self::socket_addr), `default` when absent.
-    pub(super) fn socket_addr_or(
-        &self,
-        field: &str,
-        v: &Option<Text>,
-        default: SocketAddr,
-    ) -> Result<SocketAddr, ConfigError> {
-        v.as_ref().map_or(Ok(default), |v| self.socket_addr(field, v))
+    /// A listener: `IP:port`, `systemd` or `systemd:NAME`.
+    pub(super) fn listen(&self, field: &str, v: &Text) -> Result<Listen, ConfigError> {
+        if v.get_ref().starts_with("systemd") {
+            v.get_ref().parse().map_err(|e: ListenError| self.invalid(field, v, e))
+        } else {
+            self.socket_addr(field, v).map(Listen::Addr)
+        }
+    }
+
+    /// [`listen`](Self::listen), `default` when absent.
+    pub(super) fn listen_or(&self, field: &str, v: &Option<Text>, default: SocketAddr) -> Result<Listen, ConfigError> {
+        v.as_ref().map_or(Ok(Listen::Addr(default)), |v| self.listen(field, v))
     }
 
     /// A list of CIDRs or bare addresses; errors name the index.

@@ -82,6 +82,8 @@ pub struct Source {
     /// Where good documents are saved, when `cache.dir` is set.
     pub persist: Option<Arc<Persist>>,
     pub metrics: Arc<Metrics>,
+    /// `jwks_changes_total` of this document (key sets only count).
+    pub jwks_changes: prometheus_client::metrics::counter::Counter,
 }
 
 /// Why [`Slot::restore`] did not install a persisted document. Logged as
@@ -107,6 +109,34 @@ struct Failure {
     /// No new attempt before this instant (backoff or negative caching).
     retry_at: Instant,
     consecutive: u32,
+}
+
+/// What one forced refetch ([`Slot::refresh`]) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// New bytes are served; for a key set, the `kid`s that came and went.
+    Changed { added: Vec<String>, removed: Vec<String> },
+    /// The issuer sent the same bytes.
+    Unchanged,
+    /// The attempt failed; the last good document (if any) keeps serving.
+    Failed(FetchError),
+}
+
+impl Refreshed {
+    /// Its word in `/refresh`'s answer.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refreshed::Changed { .. } => "changed",
+            Refreshed::Unchanged => "unchanged",
+            Refreshed::Failed(_) => "failed",
+        }
+    }
+}
+
+/// The `kid`s in `new` and not in `old`, and those in `old` and not in `new`.
+fn kid_changes(old: &[u8], new: &[u8]) -> (Vec<String>, Vec<String>) {
+    let (old, new) = (validate::kids(old), validate::kids(new));
+    (new.difference(&old).cloned().collect(), old.difference(&new).cloned().collect())
 }
 
 /// How a document was served.
@@ -256,6 +286,26 @@ impl Slot {
         });
     }
 
+    /// Refetches now, whatever the document's freshness or backoff (an
+    /// operator's `POST /refresh` after a key rotation). Waits for an attempt
+    /// already running, then makes its own: that one may have started before
+    /// the rotation. A failure keeps the last good document serving.
+    pub async fn refresh(&self, src: &Source) -> Refreshed {
+        let _guard = self.fetch.lock().await;
+        let before = self.entry.load_full();
+        match self.attempt(src).await {
+            Ok(after) => match before {
+                Some(b) if b.body == after.body => Refreshed::Unchanged,
+                Some(b) if src.kind == DocKind::Keys => {
+                    let (added, removed) = kid_changes(&b.body, &after.body);
+                    Refreshed::Changed { added, removed }
+                }
+                _ => Refreshed::Changed { added: Vec::new(), removed: Vec::new() },
+            },
+            Err(e) => Refreshed::Failed(e),
+        }
+    }
+
     /// With no usable document: the error's own status, except that a
     /// document we had but may no longer serve (older than `max_stale`) is
     /// reported as unavailable.
@@ -281,8 +331,12 @@ impl Slot {
         src.metrics.upstream_up.get_or_create(&issuer).set(i64::from(result.is_ok()));
         let result = match result {
             Ok((body, ttl, facts)) => {
-                if self.entry.load().as_ref().is_none_or(|old| old.body != body) {
+                let old = self.entry.load_full();
+                if old.as_ref().is_none_or(|old| old.body != body) {
                     self.changed.set_now();
+                    if let (Some(old), DocKind::Keys) = (&old, src.kind) {
+                        self.note_key_change(src, &old.body, &body, &facts);
+                    }
                 }
                 let entry = Arc::new(Entry::new(body, ttl, facts, Instant::now(), SystemTime::now()));
                 self.entry.store(Some(Arc::clone(&entry)));
@@ -361,6 +415,25 @@ impl Slot {
                 "issuer fetch failing: {e}"
             );
         }
+    }
+
+    /// A served key set was replaced: logged and counted once (the caller
+    /// holds the fetch lock, so each change is seen by one attempt only).
+    fn note_key_change(&self, src: &Source, old: &[u8], new: &[u8], facts: &Facts) {
+        src.jwks_changes.inc();
+        let (added, removed) = kid_changes(old, new);
+        let keys = match facts {
+            Facts::Keys { count } => *count,
+            Facts::Discovery { .. } => 0,
+        };
+        tracing::warn!(
+            issuer = %self.key.issuer,
+            path = %self.key.path,
+            added = %added.join(","),
+            removed = %removed.join(","),
+            keys,
+            "key set changed"
+        );
     }
 
     fn note_recovered(&self) {

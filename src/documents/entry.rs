@@ -68,7 +68,7 @@ impl Entry {
 }
 
 /// The strong `ETag` of `body` (see [`Entry::etag`]).
-fn etag(body: &[u8]) -> HeaderValue {
+pub(crate) fn etag(body: &[u8]) -> HeaderValue {
     let digest = Sha256::digest(body);
     let mut tag = [b'"'; 34];
     hex::encode_to_slice(&digest[..16], &mut tag[1..33]).expect("16 bytes are 32 hex digits");

@@ -100,6 +100,12 @@ where
         io.park_after(PARK_AFTER, drain.clone());
         // Counts this connection in `connections_parked` while it waits.
         let mut _counted: Option<ParkedGauge> = None;
+        // A connection is accepted to be answered: its first request is
+        // served even when a drain began since the accept (the client sent
+        // it, or is sending it, expecting an answer; closing would fail it).
+        // The wait is bounded by the idle timeout, the drain by
+        // `shutdown_grace`. Between later requests a drain closes at once.
+        let mut first_request = true;
         loop {
             // Parked: wait for the next request's first byte, holding no buffer.
             let mut first = [0u8; 1];
@@ -108,8 +114,9 @@ where
                     let _ = ended(&metrics, &e);
                     0
                 }),
-                () = drain.cancelled() => 0,
+                () = drain.cancelled(), if !first_request => 0,
             };
+            first_request = false;
             _counted = None;
             if n == 0 {
                 return;

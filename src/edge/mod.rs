@@ -12,4 +12,5 @@ pub mod h2guard;
 pub mod http;
 pub mod listener;
 pub mod rewind;
+pub mod systemd;
 pub mod tls;

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use crate::admission::ranges::{Ranges, RangesError};
 use crate::admission::ratelimit::RateLimit;
 use crate::config::{Config, ConfigError, IssuerConfig};
-use crate::documents::cache::{Policy, Slot, Source};
+use crate::documents::cache::{Policy, Refreshed, Slot, Source};
 use crate::documents::catalog::{self, DocKind};
 use crate::documents::entry::SlotKey;
 use crate::documents::persist::{OpenError, Persist};
@@ -24,7 +24,7 @@ use crate::documents::upstream::{Upstream, UpstreamError};
 use crate::documents::validate::Remedy;
 use crate::edge::tls::{Tls, TlsError};
 use crate::proxy::allowlist::{indexed_by, Conflict, IssuerId, Lookup, RouteId, Routes};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, NamespaceLabels};
 
 /// A served document: its cache slot and where it comes from.
 #[derive(Debug, Clone)]
@@ -133,12 +133,13 @@ impl Snapshot {
                 let issuer = &issuers[r.issuer];
                 let key = slot_key(&issuer.config, &r.path);
                 let slot = old_slots.get(&key).cloned().unwrap_or_else(|| Arc::new(Slot::new(key)));
+                let namespace = namespace_label(&r.path);
                 Doc {
                     slot,
-                    source: Arc::new(source(issuer, r.kind, &r.path, policy, persist.clone(), metrics)),
+                    source: Arc::new(source(issuer, r.kind, &r.path, &namespace, policy, persist.clone(), metrics)),
                     issuer: r.issuer,
                     kind: r.kind,
-                    namespace: namespace_label(&r.path),
+                    namespace,
                     requests: metrics.request_counters(&issuer.config.name, r.kind.as_str()),
                 }
             })
@@ -239,6 +240,18 @@ impl Snapshot {
         tracing::info!(dir = %persist.dir().display(), restored, skipped, "cache.dir: persisted documents loaded");
     }
 
+    /// Refetches every served document (only `issuer`'s, when named) at
+    /// once, bypassing freshness and backoff: the listed documents and the
+    /// `*`-namespace ones that hold a document (never-fetched names are not
+    /// worth an issuer request). Failures keep the last good document.
+    pub async fn refresh(&self, issuer: Option<&str>) -> Vec<(Doc, Refreshed)> {
+        let mut docs: Vec<Doc> = self.docs.clone();
+        docs.extend(self.dynamic.docs().into_iter().filter(|d| d.slot.entry().is_some()));
+        docs.retain(|d| issuer.is_none_or(|name| self.issuers[d.issuer].config.name == name));
+        let outcomes = futures_util::future::join_all(docs.iter().map(|d| d.slot.refresh(&d.source))).await;
+        docs.into_iter().zip(outcomes).collect()
+    }
+
     /// Starts fetching every listed document that is not fresh.
     pub fn prefetch(&self) {
         for d in &self.docs {
@@ -271,11 +284,14 @@ fn source(
     issuer: &IssuerRuntime,
     kind: DocKind,
     path: &str,
+    namespace: &str,
     policy: Policy,
     persist: Option<Arc<Persist>>,
     metrics: &Arc<Metrics>,
 ) -> Source {
+    let labels = NamespaceLabels { issuer: issuer.config.name.clone(), namespace: namespace.to_string() };
     Source {
+        jwks_changes: metrics.jwks_changes.get_or_create_owned(&labels),
         metrics: Arc::clone(metrics),
         upstream: Arc::clone(&issuer.upstream),
         kind,
@@ -301,6 +317,10 @@ pub struct DynamicDocs {
 impl DynamicDocs {
     fn new(max: usize) -> DynamicDocs {
         DynamicDocs { max, map: Mutex::new(HashMap::new()) }
+    }
+
+    fn docs(&self) -> Vec<Doc> {
+        self.lock().values().cloned().collect()
     }
 
     fn slots(&self) -> Vec<Arc<Slot>> {
@@ -338,6 +358,7 @@ impl DynamicDocs {
                 &snap.issuers[issuer],
                 kind,
                 &slot.key.path,
+                "*",
                 snap.policy,
                 snap.persist.clone(),
                 &snap.metrics,
@@ -401,8 +422,8 @@ impl Shared {
         let config = Config::load(&current.config.source)?;
         let ranges = load_ranges(&config, Some(&current.ranges), &self.metrics).await?;
         for (what, old, new) in [
-            ("server.listen", current.config.server.listen, config.server.listen),
-            ("server.admin_listen", current.config.server.admin_listen, config.server.admin_listen),
+            ("server.listen", &current.config.server.listen, &config.server.listen),
+            ("server.admin_listen", &current.config.server.admin_listen, &config.server.admin_listen),
         ] {
             if old != new {
                 tracing::warn!(field = what, old = %old, new = %new, "listener addresses change only on restart; still listening on the old address");

@@ -134,6 +134,7 @@ pub struct Metrics {
     pub upstream_up: Family<IssuerLabels, Gauge>,
     pub acme_events: Family<OutcomeLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub jwks_changes: Family<NamespaceLabels, Counter>,
     pub ip_allow_would_deny: Counter,
     pub connections_active: Gauge,
     pub connections_parked: Gauge,
@@ -209,6 +210,7 @@ impl Metrics {
             upstream_up: Family::default(),
             acme_events: Family::default(),
             config_reloads: Family::default(),
+            jwks_changes: Family::default(),
             ip_allow_would_deny: Counter::default(),
             connections_active: Gauge::default(),
             connections_parked: Gauge::default(),
@@ -252,6 +254,8 @@ impl Metrics {
                 "1 while a document is served past its freshness (issuer failing or refreshing)";
             "jwks_keys", -, m.jwks_keys, "Keys in the served JWKS";
             "jwks_last_change_timestamp", Seconds, m.jwks_last_change, "When the served key set last changed";
+            "jwks_changes", -, m.jwks_changes,
+                "Times a served key set was replaced by different bytes, per document (kids added and removed are logged)";
             "issuer_mismatch", -, m.issuer_mismatch,
                 "1 when a discovery document's issuer or jwks_uri does not match the public URL";
             "upstream_node_up", -, m.upstream_node_up,

@@ -423,24 +423,34 @@ fn every_shipped_configuration_passes_check() {
 }
 
 #[test]
-fn the_systemd_unit_verifies_and_is_hardened() {
+fn the_systemd_units_verify_and_are_hardened() {
     if !require("systemd-analyze") {
         return;
     }
-    let unit = std::fs::read_to_string(format!("{DEPLOY}/systemd/wif-proxy.service")).unwrap();
+    let read = |name: &str| std::fs::read_to_string(format!("{DEPLOY}/systemd/{name}")).unwrap();
+    let unit = read("wif-proxy.service");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wif-proxy.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/wif-proxy", binary())).unwrap();
-    let out = std::process::Command::new("systemd-analyze").args(["verify", path.to_str().unwrap()]).output().unwrap();
+    let mut args = vec!["verify".to_string(), path.to_str().unwrap().to_string()];
+    for socket in ["wif-proxy.socket", "wif-proxy-http.socket"] {
+        let p = dir.path().join(socket);
+        std::fs::write(&p, read(socket)).unwrap();
+        args.push(p.to_str().unwrap().to_string());
+    }
+    let out = std::process::Command::new("systemd-analyze").args(&args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !text.contains("wif-proxy.service:"), "systemd-analyze verify:\n{text}");
-    let directives: Vec<&str> =
-        unit.lines().map(str::trim).filter(|l| !l.starts_with('#') && l.contains('=')).collect();
+    assert!(out.status.success() && !text.contains("wif-proxy"), "systemd-analyze verify:\n{text}");
+    let directives = |text: &str| -> Vec<String> {
+        text.lines().map(str::trim).filter(|l| !l.starts_with('#') && l.contains('=')).map(str::to_string).collect()
+    };
+    let service = directives(&unit);
     for d in [
         "DynamicUser=yes",
         "StateDirectory=wif-proxy",
-        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
-        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "Requires=wif-proxy.socket wif-proxy-http.socket",
+        "Sockets=wif-proxy.socket wif-proxy-http.socket",
+        "CapabilityBoundingSet=",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -452,9 +462,22 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
     ] {
-        assert!(directives.contains(&d), "missing {d}");
+        assert!(service.iter().any(|s| s == d), "missing {d}");
     }
-    assert_eq!(directives.iter().filter(|d| d.starts_with("AmbientCapabilities=")).count(), 1, "no other capability");
+    assert!(!service.iter().any(|d| d.starts_with("AmbientCapabilities=")), "systemd binds the ports: no capability");
+    // The sockets are named as the sample proxy.toml takes them.
+    let toml = read("proxy.toml");
+    for (socket, port, name, key) in
+        [("wif-proxy.socket", 443, "https", "listen"), ("wif-proxy-http.socket", 80, "http", "http_listen")]
+    {
+        let d = directives(&read(socket));
+        for want in
+            [format!("ListenStream={port}"), format!("FileDescriptorName={name}"), "Service=wif-proxy.service".into()]
+        {
+            assert!(d.contains(&want), "{socket}: missing {want}");
+        }
+        assert!(toml.lines().any(|l| l == format!("{key} = \"systemd:{name}\"")), "proxy.toml: {key}");
+    }
 }
 
 #[test]

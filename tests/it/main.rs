@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod observability;
 mod openshift;
+mod operate;
 mod props;
 mod ranges;
 mod refusals;

@@ -9,9 +9,9 @@ use crate::config::{CacheConfig, ConfigError, LogConfig, ServerConfig};
 /// `[server]`: `public_url` is required, and the admin listener is never
 /// the public one.
 pub(super) fn server(cx: &Cx<'_>, s: RawServer) -> Result<ServerConfig, ConfigError> {
-    let listen = cx.socket_addr_or("server.listen", &s.listen, LISTEN)?;
-    let admin_listen = cx.socket_addr_or("server.admin_listen", &s.admin_listen, ADMIN_LISTEN)?;
-    if listen == admin_listen && listen.port() != 0 {
+    let listen = cx.listen_or("server.listen", &s.listen, LISTEN)?;
+    let admin_listen = cx.listen_or("server.admin_listen", &s.admin_listen, ADMIN_LISTEN)?;
+    if listen.same_socket(&admin_listen) {
         return Err(cx.at(
             "server.admin_listen",
             s.admin_listen.as_ref().or(s.listen.as_ref()),

@@ -1,13 +1,13 @@
 //! `[tls]`, its `[[tls.certificate]]`s and `[tls.acme]`: TLS on the public
 //! listener.
 
-use std::net::SocketAddr;
-
 use crate::config::context::Cx;
 use crate::config::defaults::*;
 use crate::config::file::{RawAcme, RawTls};
 use crate::config::values::PlainHttp;
-use crate::config::{AcmeChallenge, AcmeSettings, CertificateFiles, ConfigError, ServerConfig, TlsConfig, TlsMode};
+use crate::config::{
+    AcmeChallenge, AcmeSettings, CertificateFiles, ConfigError, Listen, ServerConfig, TlsConfig, TlsMode,
+};
 
 /// `[tls]`: `files` needs certificates, `acme` needs `[tls.acme]`, and the
 /// plain-HTTP listener is neither of the server's listeners.
@@ -16,8 +16,8 @@ pub(super) fn tls(cx: &Cx<'_>, r: RawTls, server: &ServerConfig) -> Result<TlsCo
     let http_listen = match &r.http_listen {
         None => None,
         Some(v) => {
-            let addr = cx.socket_addr("tls.http_listen", v)?;
-            if addr.port() != 0 && (addr == server.listen || addr == server.admin_listen) {
+            let addr = cx.listen("tls.http_listen", v)?;
+            if addr.same_socket(&server.listen) || addr.same_socket(&server.admin_listen) {
                 return Err(cx.invalid("tls.http_listen", v, "must differ from server.listen and server.admin_listen"));
             }
             Some(addr)
@@ -30,7 +30,7 @@ pub(super) fn tls(cx: &Cx<'_>, r: RawTls, server: &ServerConfig) -> Result<TlsCo
             key: cx.path(&format!("tls.certificate[{i}].key"), &c.key)?,
         });
     }
-    let acme = r.acme.as_ref().map(|a| acme(cx, a, http_listen)).transpose()?;
+    let acme = r.acme.as_ref().map(|a| acme(cx, a, http_listen.as_ref())).transpose()?;
     match mode {
         TlsMode::Files if certificates.is_empty() => {
             return Err(cx.whole("tls.mode = \"files\" needs at least one [[tls.certificate]] with cert and key"));
@@ -58,7 +58,7 @@ pub(super) fn tls(cx: &Cx<'_>, r: RawTls, server: &ServerConfig) -> Result<TlsCo
 
 /// `[tls.acme]`: DNS names to certify, where the account lives, and a
 /// challenge the CA can reach (`http-01` needs `tls.http_listen`).
-fn acme(cx: &Cx<'_>, a: &RawAcme, http_listen: Option<SocketAddr>) -> Result<AcmeSettings, ConfigError> {
+fn acme(cx: &Cx<'_>, a: &RawAcme, http_listen: Option<&Listen>) -> Result<AcmeSettings, ConfigError> {
     let domains = a
         .domains
         .iter()

@@ -321,10 +321,16 @@ pub struct Process {
 impl Process {
     /// Starts `wif-proxy --config path` and waits for its start-up line.
     pub async fn start(path: &Path) -> Process {
-        let mut child = tokio::process::Command::new(binary())
-            .args(["--config", path.to_str().expect("utf-8 path"), "--log-format", "json"])
+        let mut cmd = tokio::process::Command::new(binary());
+        cmd.args(["--config", path.to_str().expect("utf-8 path"), "--log-format", "json"]).stdout(Stdio::null());
+        Process::spawn(cmd).await
+    }
+
+    /// Starts `cmd` (which runs the binary as a server, stdout set by the
+    /// caller) and waits for its start-up line.
+    pub async fn spawn(mut cmd: tokio::process::Command) -> Process {
+        let mut child = cmd
             .env("WIF_PROXY_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
