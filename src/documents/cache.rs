@@ -426,7 +426,9 @@ impl Slot {
             Facts::Keys { count } => *count,
             Facts::Discovery { .. } => 0,
         };
-        tracing::warn!(
+        // Routine (issuers rotate on a schedule) but worth a line each time:
+        // after an emergency rotation it is the proof the old key is gone.
+        tracing::info!(
             issuer = %self.key.issuer,
             path = %self.key.path,
             added = %added.join(","),
