@@ -338,6 +338,7 @@ async fn finish(stop: &AtomicBool, clients: Vec<tokio::task::JoinHandle<(usize, 
         &failed[..failed.len().min(5)]
     );
     assert!(ok >= at_least, "{ok} answered");
+    eprintln!("load: {ok} requests answered, none failed");
 }
 
 /// `sh -c` script: stdin and stdout become fds 3 and 4, LISTEN_PID the pid.
