@@ -144,4 +144,21 @@ mod tests {
         assert_eq!(fs::read(&target).expect("read"), b"good");
         assert_eq!(names(dir.path()), ["doc.json", "sub"]);
     }
+
+    #[test]
+    fn a_directory_is_replaced_whole_or_not_at_all() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let target = top.path().join("mirror");
+        let fill = |body: &'static [u8]| move |d: &Path| fs::write(d.join("doc"), body);
+        replace_dir(&target, fill(b"one")).expect("first");
+        replace_dir(&target, fill(b"two")).expect("second");
+        assert_eq!(fs::read(target.join("doc")).expect("read"), b"two");
+        let failed = replace_dir(&target, |d: &Path| {
+            fs::write(d.join("doc"), b"half")?;
+            Err(std::io::Error::other("fetch failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(target.join("doc")).expect("read"), b"two", "untouched");
+        assert_eq!(names(top.path()), vec!["mirror".to_string()], "no temp directory left");
+    }
 }
