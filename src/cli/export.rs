@@ -37,7 +37,14 @@ pub fn run(config_path: &Path, out: &Path, format: ExportFormat) -> ExitCode {
         ExportFormat::Files => Format::Files,
         ExportFormat::GcpJwksJson => Format::GcpJwksJson,
     };
-    let result = runtime.block_on(export::fetch_all(&config)).and_then(|docs| export::write(out, &docs, format));
+    let result = runtime.block_on(export::fetch_all(&config)).and_then(|docs| {
+        for d in &docs {
+            if let Some(m) = &d.mismatch {
+                eprintln!("warning: {} {}: issuer guard: {m}", d.issuer, d.path);
+            }
+        }
+        export::write(out, &docs, format)
+    });
     match result {
         Ok(written) => {
             for d in written.manifest["documents"].as_array().into_iter().flatten() {

@@ -63,6 +63,9 @@ pub struct Exported {
     pub body: Bytes,
     /// What the proxy would say for it fresh: `public, max-age=<ttl>`.
     pub max_age: u64,
+    /// The issuer guard's finding, when it has one and `strict_issuer` is
+    /// off (the proxy serves such a document too, and says so in `/readyz`).
+    pub mismatch: Option<String>,
 }
 
 /// Why nothing was exported.
@@ -117,6 +120,7 @@ pub async fn fetch_all(config: &Config) -> Result<Vec<Exported>, ExportError> {
                 kind: doc.kind,
                 body: entry.body.clone(),
                 max_age: entry.ttl.as_secs(),
+                mismatch: doc.slot.mismatch().map(|m| m.to_string()),
             }),
             (_, None) => failed.push(format!("  {issuer} {}: no document", doc.slot.key.path)),
         }
@@ -241,6 +245,7 @@ mod tests {
             kind: DocKind::Keys,
             body: Bytes::from_static(body),
             max_age: 60,
+            mismatch: None,
         };
         let mut dropped = Vec::new();
         let out: serde_json::Value = serde_json::from_slice(&gcp_jwks(&d, &mut dropped)).expect("json");

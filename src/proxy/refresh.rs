@@ -124,9 +124,15 @@ pub async fn serve<B>(shared: &Shared, refresher: &Refresher, req: &Request<B>) 
         return resp;
     }
     let round = refresher.started.fetch_add(1, Ordering::AcqRel) + 1;
-    let documents = snap
-        .refresh(scope.as_deref())
-        .await
+    // Its own task: a caller that hangs up does not leave a round half done.
+    let results = {
+        let (snap, scope) = (Arc::clone(&snap), scope.clone());
+        tokio::spawn(async move { snap.refresh(scope.as_deref()).await }).await
+    };
+    let Ok(results) = results else {
+        return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "refresh_failed"}));
+    };
+    let documents = results
         .into_iter()
         .map(|(doc, result)| Outcome {
             issuer: snap.issuers[doc.issuer].config.name.clone(),
