@@ -36,8 +36,7 @@ pub use error::{BearerTokenError, ConfigError, CustomPathError, NamespaceError};
 pub use model::{
     AcmeChallenge, AcmeSettings, CacheConfig, CertificateFiles, ClientIpConfig, ClientIpSource, Config, Forwarded,
     IpAllowConfig, IpAllowMode, IssuerConfig, IssuerKind, Listen, ListenError, LogConfig, Namespaces, RangeFormat,
-    RangeLocation,
-    RangeSourceConfig, RateLimitConfig, ServerConfig, TlsConfig, TlsMode, UpstreamUrl,
+    RangeLocation, RangeSourceConfig, RateLimitConfig, ServerConfig, TlsConfig, TlsMode, UpstreamUrl,
 };
 pub use values::{check_bearer_token, check_custom_path, check_namespace, is_namespace_segment, RESERVED_NAMESPACES};
 
