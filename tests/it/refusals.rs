@@ -224,3 +224,40 @@ async fn h2_requests_are_held_to_the_http1_rules() {
     tokio::time::timeout(Duration::from_secs(3), task).await.expect("the connection closed after a body").unwrap();
     assert_eq!(t.denied("body").await, 1);
 }
+
+/// A busy but well-behaved h2 client (a load generator, an ingress
+/// multiplexing its clients): 1,500 requests on one connection, ten at a
+/// time, as fast as they are answered, are all served; no stream budget
+/// cuts it (at first the HEADERS budget allowed 200, then 100 a second).
+#[tokio::test]
+async fn a_fast_h2_client_on_one_connection_is_not_cut() {
+    const REQUESTS: usize = 1500;
+    let t = Target::start("", false).await;
+    let (send, _task) = h2_client(&t, "127.0.3.11").await;
+    let mut ok = 0;
+    for _ in 0..REQUESTS / 10 {
+        let mut waiting = Vec::new();
+        for _ in 0..10 {
+            let mut send = match send.clone().ready().await {
+                Ok(s) => s,
+                Err(e) => panic!("after {ok} answers: {e}\n{}", t.p.log_text()),
+            };
+            let (resp, _) = send.send_request(h2_get_to("https", 0), true).expect("send");
+            waiting.push(resp);
+        }
+        for resp in waiting {
+            let resp = match resp.await {
+                Ok(r) => r,
+                Err(e) => {
+                    let m = String::from_utf8_lossy(&get(t.p.admin, "/metrics").await.body).into_owned();
+                    let cuts: Vec<&str> =
+                        m.lines().filter(|l| l.starts_with("wif_proxy_denied") && !l.ends_with(" 0")).collect();
+                    panic!("after {ok} answers: {e}; refusals: {cuts:?}")
+                }
+            };
+            ok += usize::from(resp.status() == 200);
+        }
+    }
+    assert_eq!(ok, REQUESTS);
+    assert_eq!(t.denied("stream_flood").await, 0);
+}

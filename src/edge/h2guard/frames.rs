@@ -312,7 +312,18 @@ impl Inspector {
                 }
             }
             RST_STREAM => {
-                if !self.buckets.rst_stream.take(p.rst_stream, now) {
+                // Rapid reset cancels streams while we answer them. A reset
+                // of a stream already answered (a client dropping a body it
+                // did not read) costs only the frame: it is bounded with the
+                // streams opened, not by the reset budget. (A stream never
+                // opened counts as cancelled.)
+                let cancels = f.stream > self.highest || self.find(f.stream).is_some();
+                let fits = if cancels {
+                    self.buckets.rst_stream.take(p.rst_stream, now)
+                } else {
+                    self.buckets.headers.take(p.headers, now)
+                };
+                if !fits {
                     return Err(H2Refusal::ResetFlood);
                 }
                 self.finish(f.stream, now);

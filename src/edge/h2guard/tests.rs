@@ -191,9 +191,30 @@ fn each_flood_trips_at_its_budget_and_not_below() {
 }
 
 #[test]
+fn resets_of_answered_streams_are_not_rapid_reset() {
+    let l = H2Limits::default();
+    let mut i = started(&l);
+    // Open and answer more streams than the reset burst, then reset each
+    // (a client dropping bodies it did not read): no cut.
+    let n = l.rst_stream.burst * 2;
+    for s in 0..n {
+        i.inbound(&frame(HEADERS, 5, 2 * s + 1, 8), 0).expect("open");
+        i.outbound(&frame(HEADERS, END_HEADERS | END_STREAM, 2 * s + 1, 4), 0);
+    }
+    let resets: Vec<u8> = (0..n).flat_map(|s| frame(RST_STREAM, 0, 2 * s + 1, 4)).collect();
+    i.inbound(&resets, 0).expect("late resets cost only the frame");
+    // A reset of a stream still being answered is rapid reset.
+    let mut i = started(&l);
+    let pairs: Vec<u8> = (0..=l.rst_stream.burst)
+        .flat_map(|s| [frame(HEADERS, 5, 2 * s + 1, 8), frame(RST_STREAM, 0, 2 * s + 1, 4)].concat())
+        .collect();
+    assert_eq!(i.inbound(&pairs, 0).map_err(|(_, r)| r), Err(H2Refusal::ResetFlood));
+}
+
+#[test]
 fn stream_budgets_trip_at_their_limits() {
     // HEADERS rate.
-    let l = H2Limits { max_open_streams: 10_000, ..H2Limits::default() };
+    let l = H2Limits { max_open_streams: 100_000, ..H2Limits::default() };
     let mut i = started(&l);
     let burst: Vec<u8> = (0..l.headers.burst).flat_map(|n| frame(HEADERS, 5, 2 * n + 1, 8)).collect();
     i.inbound(&burst, 0).expect("the HEADERS burst");
@@ -434,7 +455,7 @@ fn labels_and_codes() {
 #[test]
 fn scaled_limits() {
     let l = H2Limits::default().with_max_concurrent_streams(250).with_max_header_list_size(1 << 20);
-    assert_eq!((l.max_open_streams, l.headers.burst, l.rst_stream.burst), (500, 500, 250));
+    assert_eq!((l.max_open_streams, l.headers.burst, l.rst_stream.burst), (500, DEFAULT_HEADERS.burst, 250));
     assert_eq!(l.max_header_block_bytes, 2 << 20);
     assert!(l.max_continuation_frames >= (2 << 20) / 16_384);
     let d = H2Limits::default().with_max_concurrent_streams(100).with_max_header_list_size(16 * 1024);
