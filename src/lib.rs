@@ -43,6 +43,16 @@ pub use net::{client, trust};
 pub use proxy::allowlist::{IssuerId, Lookup, RouteId, Routes};
 pub use proxy::response::error_body;
 
+/// What the admin listener's status page and `/status.json` show, as the
+/// `status` command reads it back.
+pub mod status {
+    pub use crate::proxy::status::html::duration;
+    pub use crate::proxy::status::{
+        CertificateStatus, DocState, DocumentStatus, FetchState, IpAllowStatus, IssuerStatus, ListenerStatus,
+        RangeSourceStatus, Refusals, SourceFetch, Status,
+    };
+}
+
 /// The log thread: one writer for access lines and `tracing` events.
 pub mod log {
     pub use crate::telemetry::accesslog::{start, within_budget, Format, Guard, LogWriter};

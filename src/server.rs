@@ -115,6 +115,14 @@ impl Server {
         if !unused.is_empty() {
             tracing::warn!(sockets = %unused.join(", "), "systemd passed sockets no listener takes; they stay open, unserved");
         }
+        let bound = [
+            ("server.listen", Some(&public)),
+            ("server.admin_listen", Some(&admin)),
+            ("tls.http_listen", http.as_ref()),
+        ];
+        let _ = shared
+            .listeners
+            .set(bound.iter().filter_map(|(name, l)| Some((*name, (*l)?.local_addr().ok()?))).collect());
         Ok(Server { shared, public, admin, http })
     }
 

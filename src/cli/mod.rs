@@ -1,5 +1,5 @@
 //! The command line: `wif-proxy [run]`, `check`, `ranges`, `doctor`,
-//! `refresh` and `export`.
+//! `refresh`, `export` and `status`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +15,7 @@ use wif_proxy::Upstream;
 mod doctor;
 mod export;
 mod refresh;
+mod status;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +95,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = export::ExportFormat::Files)]
         format: export::ExportFormat,
     },
+    /// Print the running proxy's status page for a terminal: listeners and
+    /// certificates, every document's state, and which ip_allow source last
+    /// fetched which key set. Asks the admin listener of --config.
+    Status {
+        /// Ask this admin address instead of --config's server.admin_listen.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Print /status.json as it came.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +131,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Refresh { issuer, admin, json }) => refresh::run(&cli.config, issuer.as_deref(), *admin, *json),
         Some(Command::Export { out, format }) => export::run(&cli.config, out, *format),
+        Some(Command::Status { admin, json }) => status::status(&cli.config, *admin, *json),
         None | Some(Command::Run) => run(&cli),
     }
 }
@@ -286,26 +299,29 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mode = match ranges.mode {
-        wif_proxy::config::IpAllowMode::Off => "off",
-        wif_proxy::config::IpAllowMode::Report => "report",
-        wif_proxy::config::IpAllowMode::Enforce => "enforce",
-    };
+    let mode = ranges.mode.as_str();
     println!("ip_allow mode {mode}; {} sources loaded in {} ms", ranges.sources.len(), took.as_millis());
     for s in &ranges.sources {
         let prefixes = s.prefixes.load();
         let v4 = prefixes.iter().filter(|n| matches!(n, ipnet::IpNet::V4(_))).count();
         println!(
-            "source {} ({}): {} prefixes ({v4} IPv4, {} IPv6)",
+            "source {} ({}): {} prefixes ({v4} IPv4, {} IPv6){}",
             s.config.name,
             s.config.format.as_str(),
             prefixes.len(),
-            prefixes.len() - v4
+            prefixes.len() - v4,
+            if s.config.admit { "" } else { "; admit = false: fetch accounting only" }
         );
     }
     for ip in ips {
         match ranges.explain(*ip) {
             Some((source, net)) => println!("{ip}: allowed by {source} {net}"),
+            None if ranges.source_of(*ip) < ranges.sources.len() => {
+                println!(
+                    "{ip}: denied (counted as {}, which does not admit)",
+                    ranges.source_name(ranges.source_of(*ip))
+                )
+            }
             None => println!("{ip}: denied (in no source)"),
         }
     }

@@ -147,6 +147,11 @@ pub const RATE_MAX_CLIENTS: Int<usize> = int(100_000, 1, 10_000_000);
 pub const IP_ALLOW_MODE: IpAllowMode = IpAllowMode::Off;
 /// Cloud providers publish their ranges about daily.
 pub const IP_ALLOW_REFRESH: Interval = secs(DAY, Duration::from_secs(1));
+/// What fetch accounting calls a client in no source (so no source may be
+/// named so).
+pub const OTHER_SOURCE: &str = "other";
+/// A source admits what it lists unless it is there for fetch accounting only.
+pub const IP_ALLOW_SOURCE_ADMIT: bool = true;
 
 // --- [tls] ------------------------------------------------------------------
 

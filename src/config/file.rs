@@ -124,6 +124,7 @@ pub(super) struct RawRangeSource {
     pub(super) file: Option<Text>,
     pub(super) url: Option<Text>,
     pub(super) cidrs: Option<Vec<Text>>,
+    pub(super) admit: Option<bool>,
     #[serde(default)]
     pub(super) services: Vec<Text>,
     #[serde(default)]

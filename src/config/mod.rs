@@ -31,7 +31,9 @@ mod tests;
 
 use std::path::Path;
 
-pub use defaults::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MAX_BEARER_TOKEN_BYTES, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN};
+pub use defaults::{
+    LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MAX_BEARER_TOKEN_BYTES, MAX_NAMESPACE_DEPTH, MAX_NAME_LEN, OTHER_SOURCE,
+};
 pub use error::{BearerTokenError, ConfigError, CustomPathError, NamespaceError};
 pub use model::{
     AcmeChallenge, AcmeSettings, CacheConfig, CertificateFiles, ClientIpConfig, ClientIpSource, Config, Forwarded,

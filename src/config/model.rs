@@ -222,6 +222,13 @@ pub enum IpAllowMode {
 
 impl Keyword for IpAllowMode {}
 
+impl IpAllowMode {
+    /// The word the configuration file uses for this mode.
+    pub fn as_str(self) -> &'static str {
+        self.word()
+    }
+}
+
 /// The source-address allowlist (see `admission::ranges`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpAllowConfig {
@@ -231,7 +238,9 @@ pub struct IpAllowConfig {
     pub refresh: Duration,
     /// Where fetched URL sources are kept (last good copy).
     pub state_dir: Option<PathBuf>,
-    /// The ranges, by source (at least one unless `mode` is off).
+    /// The ranges, by source (at least one that admits unless `mode` is
+    /// off). In every mode, `off` included, an answered document request is
+    /// attributed to the first source that contains the client.
     pub sources: Vec<RangeSourceConfig>,
 }
 
@@ -273,6 +282,10 @@ pub struct RangeSourceConfig {
     pub format: RangeFormat,
     /// Where the data lives.
     pub location: RangeLocation,
+    /// Whether its addresses pass the allowlist. `false`: the source only
+    /// names the clients it contains in fetch accounting (metrics, the
+    /// status page), as every source does in mode `off`.
+    pub admit: bool,
     /// AWS `service` values (e.g. `EC2`, `AMAZON`); empty = all.
     pub services: Vec<String>,
     /// AWS or Oracle regions; empty = all.
@@ -292,6 +305,7 @@ impl RangeSourceConfig {
             name: name.to_string(),
             format,
             location: RangeLocation::Inline(Vec::new()),
+            admit: true,
             services: Vec::new(),
             regions: Vec::new(),
             scopes: Vec::new(),
@@ -343,6 +357,13 @@ pub enum TlsMode {
 }
 
 impl Keyword for TlsMode {}
+
+impl TlsMode {
+    /// The word the configuration file uses for this mode.
+    pub fn as_str(self) -> &'static str {
+        self.word()
+    }
+}
 
 /// One certificate chain and its key: `[[tls.certificate]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,7 @@ use http::StatusCode;
 use crate::config::CacheConfig;
 use crate::documents::catalog::{DocKind, Expected};
 use crate::documents::persist::{Persist, Record};
+use crate::documents::served::Served;
 use crate::documents::upstream::{FetchError, Freshness, Upstream};
 use crate::documents::validate::{self, Facts, InvalidDocument, IssuerMismatch, Remedy};
 use crate::telemetry::metrics::{CacheEvent, ChangeStamp, IssuerLabels, Metrics, UpstreamLabels};
@@ -178,6 +179,8 @@ pub struct Slot {
     failing: Mutex<Option<&'static str>>,
     /// When the document's bytes last changed (the key set, for a JWKS).
     pub changed: ChangeStamp,
+    /// Fetch accounting: what each source of clients got last.
+    pub served: Served,
 }
 
 impl Slot {
@@ -192,6 +195,7 @@ impl Slot {
             mismatch: ArcSwapOption::empty(),
             failing: Mutex::new(None),
             changed: ChangeStamp::default(),
+            served: Served::default(),
         }
     }
 
@@ -339,6 +343,7 @@ impl Slot {
                     }
                 }
                 let entry = Arc::new(Entry::new(body, ttl, facts, Instant::now(), SystemTime::now()));
+                self.served.note(&entry);
                 self.entry.store(Some(Arc::clone(&entry)));
                 self.failure.store(None);
                 self.note_recovered();
@@ -465,6 +470,7 @@ impl Slot {
         let fetched = now.checked_sub(age.max(ttl)).unwrap_or(now);
         let entry = Entry::new(body, ttl, facts, fetched, fetched_wall);
         self.changed.set(record.fetched_at_ms / 1000);
+        self.served.note(&entry);
         self.entry.store(Some(Arc::new(entry)));
         Ok(())
     }

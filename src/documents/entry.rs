@@ -35,6 +35,10 @@ pub struct Entry {
     /// Strong validator: `"` + the first 16 bytes of the body's SHA-256 in
     /// lowercase hex + `"`. Same body, same tag, across restarts and replicas.
     pub etag: HeaderValue,
+    /// The first 8 bytes of the same digest: names this version of the
+    /// document in one word, for fetch accounting ("which version did this
+    /// source get?").
+    pub tag: u64,
     /// Pre-built, so the hit path formats nothing it can avoid.
     pub content_length: HeaderValue,
     /// When it was fetched, on the monotonic clock (drives freshness).
@@ -50,15 +54,8 @@ pub struct Entry {
 impl Entry {
     /// Wraps a validated `body`, computing its `ETag` and `Content-Length`.
     pub fn new(body: Bytes, ttl: Duration, facts: Facts, fetched: Instant, fetched_wall: SystemTime) -> Entry {
-        Entry {
-            etag: etag(&body),
-            content_length: HeaderValue::from(body.len()),
-            body,
-            fetched,
-            fetched_wall,
-            ttl,
-            facts,
-        }
+        let (etag, tag) = etag_and_tag(&body);
+        Entry { etag, tag, content_length: HeaderValue::from(body.len()), body, fetched, fetched_wall, ttl, facts }
     }
 
     /// The instant it stops being fresh.
@@ -69,10 +66,16 @@ impl Entry {
 
 /// The strong `ETag` of `body` (see [`Entry::etag`]).
 pub(crate) fn etag(body: &[u8]) -> HeaderValue {
+    etag_and_tag(body).0
+}
+
+/// The strong `ETag` of `body` and its [`Entry::tag`], from one digest.
+fn etag_and_tag(body: &[u8]) -> (HeaderValue, u64) {
     let digest = Sha256::digest(body);
     let mut tag = [b'"'; 34];
     hex::encode_to_slice(&digest[..16], &mut tag[1..33]).expect("16 bytes are 32 hex digits");
-    HeaderValue::from_bytes(&tag).expect("quoted hex is a valid header value")
+    let word = u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
+    (HeaderValue::from_bytes(&tag).expect("quoted hex is a valid header value"), word)
 }
 
 #[cfg(test)]
@@ -83,7 +86,7 @@ mod tests {
         Entry::new(
             Bytes::from_static(body),
             Duration::ZERO,
-            Facts::Keys { count: 0 },
+            Facts::Keys { count: 0, kids: Vec::new() },
             Instant::now(),
             SystemTime::now(),
         )
@@ -102,5 +105,6 @@ mod tests {
         // Pinned (from `sha256sum`): clients and the caches in front of
         // replicas hold these tags, so the bytes must never drift.
         assert_eq!(entry(b"{\"keys\":[]}").etag, "\"9638d11914735d0072002dd4d67c734a\"");
+        assert_eq!(entry(b"{\"keys\":[]}").tag, 0x9638_d119_1473_5d00, "the tag is the ETag's first 16 digits");
     }
 }

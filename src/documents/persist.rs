@@ -236,7 +236,7 @@ mod tests {
 
     fn record(path: &str) -> Record {
         let body = bytes::Bytes::from_static(br#"{"keys":[]}"#);
-        let facts = crate::documents::validate::Facts::Keys { count: 0 };
+        let facts = crate::documents::validate::Facts::Keys { count: 0, kids: Vec::new() };
         let entry =
             Entry::new(body, std::time::Duration::from_secs(60), facts, std::time::Instant::now(), SystemTime::now());
         let key = SlotKey { issuer: "vault".into(), upstream: "http://127.0.0.1:8200".into(), path: path.into() };

@@ -29,8 +29,9 @@ struct Jwks {
 pub enum Facts {
     /// The two members the guard compares with the public URL.
     Discovery { issuer: String, jwks_uri: String },
-    /// How many keys the set holds.
-    Keys { count: usize },
+    /// How many keys the set holds, and the key IDs (`kid`) of those that
+    /// have one, in order (shown on the status page).
+    Keys { count: usize, kids: Vec<String> },
 }
 
 /// Why a body is not a document of the kind it was fetched as. The text
@@ -74,7 +75,8 @@ pub fn validate(kind: DocKind, body: &[u8]) -> Result<Facts, InvalidDocument> {
             {
                 return Err(InvalidDocument::KeyWithoutType { index });
             }
-            Ok(Facts::Keys { count: k.keys.len() })
+            let kids = k.keys.iter().filter_map(|key| key.get("kid")?.as_str().map(str::to_owned)).collect();
+            Ok(Facts::Keys { count: k.keys.len(), kids })
         }
     }
 }
@@ -185,10 +187,11 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(
-            validate(DocKind::Keys, br#"{"keys":[{"kty":"RSA"},{"kty":"EC"}]}"#).ok(),
-            Some(Facts::Keys { count: 2 })
+            validate(DocKind::Keys, br#"{"keys":[{"kty":"RSA","kid":"a"},{"kty":"EC"},{"kty":"EC","kid":7}]}"#).ok(),
+            Some(Facts::Keys { count: 3, kids: vec!["a".into()] }),
+            "only string key IDs are named"
         );
-        assert_eq!(validate(DocKind::Keys, br#"{"keys":[]}"#).ok(), Some(Facts::Keys { count: 0 }));
+        assert_eq!(validate(DocKind::Keys, br#"{"keys":[]}"#).ok(), Some(Facts::Keys { count: 0, kids: vec![] }));
         for bad in [
             &br#"{"keys":{}}"#[..],
             br#"{"keys":[1]}"#,

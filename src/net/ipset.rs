@@ -19,14 +19,7 @@ pub struct IpSet {
 impl IpSet {
     /// Builds the set from any prefixes (duplicates and overlaps are fine).
     pub fn new<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> IpSet {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for net in nets {
-            match net.trunc() {
-                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
-                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
-            }
-        }
+        let (v4, v6) = bounds(nets);
         IpSet { v4: merge(v4), v6: merge(v6) }
     }
 
@@ -44,7 +37,22 @@ impl IpSet {
     }
 }
 
-fn merge<T: Copy + Ord + num_like::One>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+/// The inclusive integer ranges of `nets`, by family, unsorted.
+#[allow(clippy::type_complexity)]
+pub(super) fn bounds<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> (Vec<(u32, u32)>, Vec<(u128, u128)>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for net in nets {
+        match net.trunc() {
+            IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+            IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+        }
+    }
+    (v4, v6)
+}
+
+/// Sorts `ranges` and merges the overlapping and adjacent ones.
+pub(super) fn merge<T: Copy + Ord + num_like::One>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
     ranges.sort_unstable();
     let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
     for (start, end) in ranges {
@@ -68,18 +76,26 @@ fn find<T: Copy + Ord>(ranges: &[(T, T)], x: T) -> bool {
     i > 0 && x <= ranges[i - 1].1
 }
 
-mod num_like {
+pub(super) mod num_like {
     pub trait One: Sized {
         fn checked_inc(self) -> Option<Self>;
+        /// `self - 1`; the caller knows `self` is not zero.
+        fn dec(self) -> Self;
     }
     impl One for u32 {
         fn checked_inc(self) -> Option<Self> {
             self.checked_add(1)
         }
+        fn dec(self) -> Self {
+            self - 1
+        }
     }
     impl One for u128 {
         fn checked_inc(self) -> Option<Self> {
             self.checked_add(1)
+        }
+        fn dec(self) -> Self {
+            self - 1
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The admin listener: liveness and readiness for orchestrators. Never public.
+//! The admin listener: liveness and readiness for orchestrators, metrics,
+//! and the operator's status page (`/`, `/status.json`; see
+//! [`status`](crate::proxy::status)). Never public.
 //!
 //! `/healthz` says the process is alive. `/readyz` says whether it should get
 //! traffic: the configuration is loaded, the public listener accepts, and
@@ -7,7 +9,9 @@
 //! issuer-guard findings.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -16,8 +20,9 @@ use serde_json::json;
 use crate::documents::catalog::DocKind;
 use crate::documents::validate::Facts;
 use crate::proxy::state::{Shared, Snapshot};
+use crate::proxy::status;
 use crate::telemetry::metrics::{
-    unix_seconds, DocumentLabels, HostLabels, Metrics, NamespaceLabels, NodeLabels, SourceLabels,
+    unix_seconds, DocumentLabels, FetchLabels, HostLabels, Metrics, NamespaceLabels, NodeLabels, SourceLabels,
 };
 
 /// Answers one admin request.
@@ -27,6 +32,11 @@ pub(crate) fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
     }
     match req.uri().path() {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/" => status_page(shared),
+        "/status.json" => {
+            let status = status::gather(shared);
+            json_response(StatusCode::OK, &serde_json::to_value(&status).unwrap_or_default())
+        }
         "/metrics" => {
             let text = shared.metrics.encode(|m| fill_state(shared, m));
             let mut resp = Response::new(Full::new(Bytes::from(text)));
@@ -126,13 +136,25 @@ fn fill_state(shared: &Shared, m: &Metrics) {
         if let Some(entry) = doc.slot.entry() {
             m.document_age.get_or_create(&labels).set(now.saturating_duration_since(entry.fetched).as_secs_f64());
             m.document_stale.get_or_create(&labels).set(i64::from(now >= entry.fresh_until()));
-            if let Facts::Keys { count } = entry.facts {
+            if let Facts::Keys { count, .. } = entry.facts {
                 m.jwks_keys.get_or_create(&ns).set(count as i64);
                 m.jwks_last_change.get_or_create(&ns).set(doc.slot.changed.get() as i64);
             }
         }
         if doc.kind == DocKind::Discovery {
             m.issuer_mismatch.get_or_create(&ns).set(i64::from(doc.slot.mismatch().is_some()));
+        }
+        for (i, tally) in doc.fetched_by.iter().enumerate() {
+            let Some((at, _)) = tally.last() else { continue };
+            let labels = FetchLabels {
+                issuer: labels.issuer.clone(),
+                document: labels.document,
+                namespace: labels.namespace.clone(),
+                source: snap.ranges.source_name(i).to_string(),
+            };
+            // Documents sharing labels (aliases) show the latest fetch.
+            let gauge = m.source_last_fetch.get_or_create(&labels);
+            gauge.set(gauge.get().max(unix_seconds(at)));
         }
     }
     for issuer in &snap.issuers {
@@ -154,6 +176,22 @@ fn fill_state(shared: &Shared, m: &Metrics) {
         m.range_prefixes.get_or_create(&labels).set(s.prefixes.load().len() as i64);
         m.range_last_refresh.get_or_create(&labels).set(s.loaded_at.load(std::sync::atomic::Ordering::Relaxed) as i64);
     }
+}
+
+/// The status page, under a policy that lets nothing load or run.
+fn status_page(shared: &Shared) -> Response<Full<Bytes>> {
+    let page = status::html::render(&status::gather(shared));
+    let mut resp = Response::new(Full::new(Bytes::from(page)));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(csp) = HeaderValue::from_str(status::html::content_security_policy()) {
+        h.insert(CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -109,6 +109,10 @@ async fn answer<'s>(
     // 6. The document, from the cache or one coalesced upstream fetch.
     let (resp, outcome) = match doc.slot.get(&doc.source).await {
         Ok((entry, cache)) => {
+            // 7. Fetch accounting: who got which version (one range lookup).
+            if let Some(tally) = doc.fetched_by.get(snap.ranges.source_of(client)) {
+                tally.record(started, entry.tag);
+            }
             let not_modified =
                 req.headers().get(IF_NONE_MATCH).is_some_and(|v| response::if_none_match(v, &entry.etag));
             (

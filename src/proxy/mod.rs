@@ -7,3 +7,4 @@ pub mod redirect;
 pub mod refresh;
 pub mod response;
 pub mod state;
+pub mod status;

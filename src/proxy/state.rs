@@ -20,11 +20,12 @@ use crate::documents::cache::{Policy, Refreshed, Slot, Source};
 use crate::documents::catalog::{self, DocKind};
 use crate::documents::entry::SlotKey;
 use crate::documents::persist::{OpenError, Persist};
+use crate::documents::served::Tally;
 use crate::documents::upstream::{Upstream, UpstreamError};
 use crate::documents::validate::Remedy;
 use crate::edge::tls::{Tls, TlsError};
 use crate::proxy::allowlist::{indexed_by, Conflict, IssuerId, Lookup, RouteId, Routes};
-use crate::telemetry::metrics::{Metrics, NamespaceLabels};
+use crate::telemetry::metrics::{FetchLabels, Metrics, NamespaceLabels};
 
 /// A served document: its cache slot and where it comes from.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct Doc {
     pub namespace: String,
     /// `wif_proxy_requests_total` for this document, per status class.
     pub requests: [prometheus_client::metrics::counter::Counter; 4],
+    /// Fetch accounting, indexed by [`Ranges::source_of`]: one tally per
+    /// `ip_allow` source, then `other`.
+    pub fetched_by: Arc<[Arc<Tally>]>,
 }
 
 indexed_by!(IssuerId => IssuerRuntime);
@@ -135,6 +139,7 @@ impl Snapshot {
                 let slot = old_slots.get(&key).cloned().unwrap_or_else(|| Arc::new(Slot::new(key)));
                 let namespace = namespace_label(&r.path);
                 Doc {
+                    fetched_by: tallies(&slot, &issuer.config.name, r.kind, &namespace, &ranges, metrics),
                     slot,
                     source: Arc::new(source(issuer, r.kind, &r.path, &namespace, policy, persist.clone(), metrics)),
                     issuer: r.issuer,
@@ -264,6 +269,31 @@ fn slot_key(issuer: &IssuerConfig, path: &str) -> SlotKey {
     SlotKey { issuer: issuer.name.as_str().into(), upstream: issuer.upstream_label().into(), path: path.into() }
 }
 
+/// See [`Doc::fetched_by`]. A slot keeps its tallies by source name, so a
+/// reload that keeps both keeps what each source was served.
+fn tallies(
+    slot: &Slot,
+    issuer: &str,
+    kind: DocKind,
+    namespace: &str,
+    ranges: &Ranges,
+    metrics: &Metrics,
+) -> Arc<[Arc<Tally>]> {
+    (0..=ranges.sources.len())
+        .map(|i| {
+            let source = ranges.source_name(i);
+            slot.served.tally(source, || {
+                metrics.source_counter(&FetchLabels {
+                    issuer: issuer.to_string(),
+                    document: kind.as_str(),
+                    namespace: namespace.to_string(),
+                    source: source.to_string(),
+                })
+            })
+        })
+        .collect()
+}
+
 /// See [`Doc::namespace`].
 fn namespace_label(path: &str) -> String {
     let Some(rest) = path.strip_prefix("/v1/") else {
@@ -353,7 +383,9 @@ impl DynamicDocs {
                 None => return None,
             }
         }
+        let issuer_name = &snap.issuers[issuer].config.name;
         let doc = Doc {
+            fetched_by: tallies(&slot, issuer_name, kind, "*", &snap.ranges, &snap.metrics),
             source: Arc::new(source(
                 &snap.issuers[issuer],
                 kind,
@@ -364,7 +396,7 @@ impl DynamicDocs {
                 &snap.metrics,
             )),
             namespace: "*".to_string(),
-            requests: snap.metrics.request_counters(&snap.issuers[issuer].config.name, kind.as_str()),
+            requests: snap.metrics.request_counters(issuer_name, kind.as_str()),
             slot,
             issuer,
             kind,
@@ -381,6 +413,9 @@ pub struct Shared {
     reload: tokio::sync::Mutex<()>,
     /// Set once the public listener is accepting.
     pub listening: AtomicBool,
+    /// The bound listeners (configuration name, address), set once bound:
+    /// the status page shows the real ports, also when configured as `:0`.
+    pub listeners: std::sync::OnceLock<Vec<(&'static str, std::net::SocketAddr)>>,
     /// TLS on the public listener; `None` when `tls.mode = "off"`.
     pub tls: Option<Arc<Tls>>,
     pub metrics: Arc<Metrics>,
@@ -393,6 +428,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             reload: tokio::sync::Mutex::new(()),
             listening: AtomicBool::new(false),
+            listeners: std::sync::OnceLock::new(),
             tls,
         })
     }

@@ -44,6 +44,7 @@ label_sets! {
     NamespaceLabels { issuer: String, namespace: String }
     HostLabels { host: String }
     SourceLabels { source: String }
+    FetchLabels { issuer: String, document: &'static str, namespace: String, source: String }
     OutcomeLabels { outcome: &'static str }
     VersionLabels { version: &'static str }
 }
@@ -136,6 +137,7 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub jwks_changes: Family<NamespaceLabels, Counter>,
     pub ip_allow_would_deny: Counter,
+    pub source_requests: Family<FetchLabels, Counter>,
     pub connections_active: Gauge,
     pub connections_parked: Gauge,
     // Rebuilt at scrape time.
@@ -148,6 +150,7 @@ pub struct Metrics {
     pub certificate_expiry: Family<HostLabels, Gauge>,
     pub range_prefixes: Family<SourceLabels, Gauge>,
     pub range_last_refresh: Family<SourceLabels, Gauge>,
+    pub source_last_fetch: Family<FetchLabels, Gauge>,
     /// A counter, as Prometheus' process metrics have it (`_total`).
     process_cpu: Counter<f64, AtomicU64>,
     process_rss: Gauge,
@@ -212,6 +215,7 @@ impl Metrics {
             config_reloads: Family::default(),
             jwks_changes: Family::default(),
             ip_allow_would_deny: Counter::default(),
+            source_requests: Family::default(),
             connections_active: Gauge::default(),
             connections_parked: Gauge::default(),
             document_age: Family::default(),
@@ -223,6 +227,7 @@ impl Metrics {
             certificate_expiry: Family::default(),
             range_prefixes: Family::default(),
             range_last_refresh: Family::default(),
+            source_last_fetch: Family::default(),
             process_cpu: Counter::default(),
             process_rss: Gauge::default(),
             process_fds: Gauge::default(),
@@ -246,6 +251,10 @@ impl Metrics {
             "config_reloads", -, m.config_reloads, "Configuration reloads by outcome";
             "ip_allow_would_deny", -, m.ip_allow_would_deny,
                 "Requests or connections ip_allow report mode would have denied";
+            "source_requests", -, m.source_requests,
+                "Documents served, by issuer, document, namespace and the ip_allow source the client is in (other: none)";
+            "source_last_fetch_timestamp", Seconds, m.source_last_fetch,
+                "When clients in an ip_allow source (other: none) were last served a document";
             "connections_active", -, m.connections_active, "Open public connections";
             "connections_parked", -, m.connections_parked,
                 "Open public HTTP/1 connections idle between requests, holding no HTTP state";
@@ -301,6 +310,22 @@ impl Metrics {
         })
     }
 
+    /// Refusals counted for `reason` so far.
+    pub fn denied(&self, reason: Deny) -> u64 {
+        self.deny_counters[reason as usize].get()
+    }
+
+    /// Connection cuts counted for `why` so far.
+    pub fn cuts(&self, why: Cut) -> u64 {
+        self.cut_counters[why as usize].get()
+    }
+
+    /// The fetch-accounting counter of one document and source, resolved
+    /// when a snapshot is built.
+    pub fn source_counter(&self, labels: &FetchLabels) -> Counter {
+        self.source_requests.get_or_create_owned(labels)
+    }
+
     /// Renders the text exposition; `refresh` rebuilds the state gauges first.
     pub fn encode(&self, refresh: impl FnOnce(&Metrics)) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,6 +338,7 @@ impl Metrics {
         self.certificate_expiry.clear();
         self.range_prefixes.clear();
         self.range_last_refresh.clear();
+        self.source_last_fetch.clear();
         refresh(self);
         self.process();
         let mut out = String::with_capacity(16 * 1024);

@@ -21,5 +21,6 @@ mod operate;
 mod props;
 mod ranges;
 mod refusals;
+mod status;
 mod tls;
 mod upstreams;

@@ -6,7 +6,10 @@
 //! Sources are files (re-read on SIGHUP), inline CIDRs, or URLs fetched on
 //! start-up and every `refresh`. A fetch or parse that fails keeps the last
 //! good set; URL data is kept in `state_dir` so a restart without network
-//! still has it. Everything is merged into one [`IpSet`] for O(log n) lookups.
+//! still has it. The sources that admit are merged into one [`IpSet`] for
+//! O(log n) lookups; every source, in order, into one [`IpMap`] that names
+//! the first source containing a client, for fetch accounting (in every
+//! mode, `off` included).
 //!
 //! This file holds the allowlist itself and its loading; the provider
 //! formats are in `parse`, fetching and persisted copies in `urls`.
@@ -21,6 +24,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::config::{IpAllowConfig, IpAllowMode, RangeLocation, RangeSourceConfig};
+use crate::net::ipmap::IpMap;
 use crate::net::ipset::IpSet;
 use crate::net::trust::TrustError;
 
@@ -31,6 +35,9 @@ pub use parse::{parse, ParseError};
 pub use urls::{CopyError, UrlError};
 
 use urls::{save_copy, Fetcher};
+
+/// The source name of clients in no source, in fetch accounting.
+pub use crate::config::OTHER_SOURCE as OTHER;
 
 /// Why the allowlist could not be loaded; each names the source and where
 /// its data came from.
@@ -62,7 +69,10 @@ pub struct SourceState {
 pub struct Ranges {
     pub mode: IpAllowMode,
     pub sources: Vec<SourceState>,
+    /// The sources that admit, merged.
     set: ArcSwap<IpSet>,
+    /// Every source, labelled by its index: who a client is.
+    by_source: ArcSwap<IpMap>,
     state_dir: Option<PathBuf>,
     /// The client of the URL sources.
     fetcher: Fetcher,
@@ -115,6 +125,7 @@ impl Ranges {
         let ranges = Arc::new(Ranges {
             mode: config.mode,
             set: ArcSwap::from_pointee(IpSet::default()),
+            by_source: ArcSwap::from_pointee(IpMap::default()),
             sources,
             state_dir: config.state_dir.clone(),
             fetcher,
@@ -148,9 +159,22 @@ impl Ranges {
         !enforce
     }
 
-    /// Whether `ip` is in any source.
+    /// Whether `ip` is in any source that admits.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.set.load().contains(ip)
+    }
+
+    /// The index in [`sources`](Ranges::sources) of the first source that
+    /// contains `ip`, or `sources.len()` ("other") when none does: one
+    /// lock-free load and one binary search, on every answered request.
+    #[inline]
+    pub fn source_of(&self, ip: IpAddr) -> usize {
+        self.by_source.load().get(ip).unwrap_or(self.sources.len())
+    }
+
+    /// The name of [`source_of`](Ranges::source_of)'s answer.
+    pub fn source_name(&self, index: usize) -> &str {
+        self.sources.get(index).map_or(OTHER, |s| s.config.name.as_str())
     }
 
     /// Which source and prefix admit `ip` (a linear scan: for the CLI).
@@ -158,13 +182,15 @@ impl Ranges {
         let ip = ip.to_canonical();
         self.sources
             .iter()
+            .filter(|s| s.config.admit)
             .find_map(|s| s.prefixes.load().iter().find(|n| n.contains(&ip)).map(|n| (s.config.name.as_str(), *n)))
     }
 
     fn rebuild(&self) {
-        let all: Vec<IpNet> =
-            self.sources.iter().flat_map(|s| s.prefixes.load().iter().copied().collect::<Vec<_>>()).collect();
-        self.set.store(Arc::new(IpSet::new(&all)));
+        let lists: Vec<Arc<Vec<IpNet>>> = self.sources.iter().map(|s| s.prefixes.load_full()).collect();
+        let admitting = self.sources.iter().zip(&lists).filter(|(s, _)| s.config.admit).flat_map(|(_, l)| l.iter());
+        self.set.store(Arc::new(IpSet::new(admitting)));
+        self.by_source.store(Arc::new(IpMap::new(lists.iter().map(|l| l.as_slice()))));
     }
 
     /// Fetches every URL source once; a failure keeps that source's last good data.

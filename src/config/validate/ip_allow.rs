@@ -7,8 +7,10 @@ use crate::config::keyword::Keyword;
 use crate::config::values::PlainHttp;
 use crate::config::{ConfigError, IpAllowConfig, IpAllowMode, RangeFormat, RangeLocation, RangeSourceConfig};
 
-/// `[ip_allow]`: a mode other than `off` needs a source, and URL sources
-/// need somewhere to keep their last good copy.
+/// `[ip_allow]`: a mode other than `off` needs a source that admits, and URL
+/// sources need somewhere to keep their last good copy. Sources are loaded
+/// in every mode: in `off` (and with `admit = false`) they only name clients
+/// in fetch accounting.
 pub(super) fn ip_allow(cx: &Cx<'_>, r: RawIpAllow) -> Result<IpAllowConfig, ConfigError> {
     let mode = cx.keyword("ip_allow.mode", &r.mode, IP_ALLOW_MODE)?;
     let mut sources: Vec<RangeSourceConfig> = Vec::with_capacity(r.source.len());
@@ -18,6 +20,13 @@ pub(super) fn ip_allow(cx: &Cx<'_>, r: RawIpAllow) -> Result<IpAllowConfig, Conf
     }
     if mode != IpAllowMode::Off && sources.is_empty() {
         return Err(cx.at("ip_allow.mode", r.mode.as_ref(), "needs at least one [[ip_allow.source]]"));
+    }
+    if mode != IpAllowMode::Off && !sources.iter().any(|s| s.admit) {
+        return Err(cx.at(
+            "ip_allow.mode",
+            r.mode.as_ref(),
+            "needs at least one [[ip_allow.source]] that admits (every source has admit = false)",
+        ));
     }
     let has_url = sources.iter().any(|s| matches!(s.location, RangeLocation::Url(_)));
     let state_dir = r.state_dir.as_ref().map(|d| cx.path("ip_allow.state_dir", d)).transpose()?;
@@ -48,6 +57,13 @@ fn range_source(
     if earlier.iter().any(|o| o.name == name) {
         return Err(cx.invalid(&f("name"), &src.name, "another source already has this name"));
     }
+    if name == OTHER_SOURCE {
+        return Err(cx.invalid(
+            &f("name"),
+            &src.name,
+            "reserved: fetch accounting names clients in no source \"other\"",
+        ));
+    }
     let location = match (&src.file, &src.url, &src.cidrs) {
         (Some(file), None, None) => RangeLocation::File(cx.path(&f("file"), file)?),
         (None, Some(url), None) => RangeLocation::Url(cx.url(&f("url"), url, PlainHttp::ToLoopback)?),
@@ -73,6 +89,7 @@ fn range_source(
         name,
         format,
         location,
+        admit: src.admit.unwrap_or(IP_ALLOW_SOURCE_ADMIT),
         services: filter("services", &src.services)?,
         regions: filter("regions", &src.regions)?,
         scopes: filter("scopes", &src.scopes)?,
