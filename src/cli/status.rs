@@ -88,7 +88,7 @@ async fn fetch(addr: SocketAddr) -> anyhow::Result<Bytes> {
 pub(super) fn render(s: &Status) -> String {
     let mut out = String::new();
     let mut line = |text: String| {
-        out.push_str(&text);
+        out.push_str(text.trim_end());
         out.push('\n');
     };
     let ready = if s.ready { "ready" } else { "NOT READY" };

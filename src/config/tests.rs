@@ -33,6 +33,20 @@ fn minimal_config_gets_defaults() {
     assert_eq!((c.rate_limit.per_client, c.rate_limit.ipv6_prefix), (50, 64));
 }
 
+/// Sources load in every mode; `admit = false` keeps one for fetch
+/// accounting only, beside sources that admit.
+#[test]
+fn sources_may_be_for_accounting_only() {
+    let sources = "[[ip_allow.source]]\nname = \"aws\"\ncidrs = [\"10.0.0.0/8\"]\n[[ip_allow.source]]\nname = \"mon\"\ncidrs = [\"10.1.0.0/16\"]\nadmit = false\n";
+    for mode in ["off", "report", "enforce"] {
+        let c = parse(&format!("[ip_allow]\nmode = \"{mode}\"\n{sources}{MIN}")).expect("valid");
+        let admit: Vec<(&str, bool)> = c.ip_allow.sources.iter().map(|s| (s.name.as_str(), s.admit)).collect();
+        assert_eq!(admit, [("aws", true), ("mon", false)], "mode {mode}");
+    }
+    let off = parse(&format!("[[ip_allow.source]]\nname = \"mon\"\ncidrs = []\nadmit = false\n{MIN}")).expect("valid");
+    assert_eq!(off.ip_allow.mode, IpAllowMode::Off, "off needs no source that admits");
+}
+
 #[test]
 fn connect_timeout_defaults_to_at_most_the_fetch_timeout() {
     let c = parse(&format!("{MIN}upstream_timeout = \"500ms\"\n")).expect("valid");
@@ -126,6 +140,14 @@ fn messages_between_settings() {
             "t.toml:2: client_ip.source = \"proxy_protocol\": needs client_ip.trusted_proxies: the addresses of the load balancers allowed to name the client",
         ),
         ("[ip_allow]\nmode = \"report\"\n", "t.toml:2: ip_allow.mode = \"report\": needs at least one [[ip_allow.source]]"),
+        (
+            "[ip_allow]\nmode = \"enforce\"\n[[ip_allow.source]]\nname = \"aws\"\ncidrs = []\nadmit = false\n",
+            "t.toml:2: ip_allow.mode = \"enforce\": needs at least one [[ip_allow.source]] that admits (every source has admit = false)",
+        ),
+        (
+            "[[ip_allow.source]]\nname = \"other\"\ncidrs = []\n",
+            "t.toml:2: ip_allow.source[0].name = \"other\": reserved: fetch accounting names clients in no source \"other\"",
+        ),
         (
             "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"a.example\"]\ncache_dir = \"c\"\nchallenge = \"http-01\"\n",
             "t.toml:6: tls.acme.challenge = \"http-01\": http-01 needs tls.http_listen (port 80 as the CA sees it)",

@@ -159,14 +159,22 @@ pub fn render(s: &Status) -> String {
     let r = &s.refusals;
     let limit = if r.rate_limit_enabled { "on" } else { "off" };
     p.line(format_args!(
-        "<section id=\"refusals\"><h2>Refusals</h2><p>rate limits {limit} · answered 429 <b id=\"rate-limited\">{}</b></p><table><tr><th>reason</th><th>count</th></tr>",
+        "<section id=\"refusals\"><h2>Refusals</h2><p>rate limits {limit} · answered 429 <b id=\"rate-limited\">{}</b></p>",
         r.rate_limited
     ));
-    for (reason, n) in &r.by_reason {
-        let class = if *n > 0 { "" } else { " class=\"muted\"" };
-        p.line(format_args!("<tr{class}><td>{}</td><td>{n}</td></tr>", e(reason)));
+    let (counted, none): (Vec<_>, Vec<_>) = r.by_reason.iter().partition(|(_, n)| **n > 0);
+    if !counted.is_empty() {
+        p.raw("<table><tr><th>reason</th><th>count</th></tr>");
+        for (reason, n) in counted {
+            p.line(format_args!("<tr class=\"refusal\"><td>{}</td><td>{n}</td></tr>", e(reason)));
+        }
+        p.raw("</table>");
     }
-    p.raw("</table></section></main></body></html>\n");
+    let none: Vec<&str> = none.into_iter().map(|(reason, _)| reason.as_str()).collect();
+    if !none.is_empty() {
+        p.line(format_args!("<p class=\"note\">None counted: {}.</p>", e(&none.join(", "))));
+    }
+    p.raw("</section></main></body></html>\n");
     p.0
 }
 
@@ -293,6 +301,78 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value that reaches the page is escaped, wherever it appears.
+    #[test]
+    fn the_page_escapes_every_value() {
+        let evil = "<i>x</i>\"'&";
+        let shown = "&lt;i&gt;x&lt;/i&gt;&quot;&#39;&amp;";
+        let fetch = SourceFetch {
+            source: evil.into(),
+            state: FetchState::Behind,
+            requests: 3,
+            last_fetch: Some(evil.into()),
+            last_fetch_age_seconds: Some(40),
+            etag: Some(evil.into()),
+            key_ids: Some(vec![evil.into()]),
+        };
+        let doc = DocumentStatus {
+            path: evil.into(),
+            document: "keys".into(),
+            namespace: evil.into(),
+            state: super::super::DocState::Failing,
+            fetched_at: Some(evil.into()),
+            age_seconds: Some(5),
+            last_change: Some(evil.into()),
+            etag: Some(evil.into()),
+            keys: Some(1),
+            key_ids: vec![evil.into()],
+            error: Some(evil.into()),
+            issuer_mismatch: Some(evil.into()),
+            sources: vec![fetch],
+        };
+        let status = Status {
+            version: evil.into(),
+            generated_at: evil.into(),
+            generated_unix: 0,
+            config: evil.into(),
+            ready: false,
+            listeners: vec![super::super::ListenerStatus {
+                name: evil.into(),
+                address: evil.into(),
+                protocol: evil.into(),
+                accepting: true,
+            }],
+            certificates: vec![super::super::CertificateStatus {
+                host: evil.into(),
+                not_after: evil.into(),
+                expires_in_seconds: -5,
+            }],
+            issuers: vec![IssuerStatus { name: evil.into(), kind: evil.into(), public_url: evil.into(), documents: vec![doc] }],
+            ip_allow: super::super::IpAllowStatus {
+                mode: evil.into(),
+                would_deny: 1,
+                denied: 2,
+                sources: vec![super::super::RangeSourceStatus {
+                    name: evil.into(),
+                    format: evil.into(),
+                    admit: false,
+                    prefixes: 1,
+                    last_refresh: Some(evil.into()),
+                }],
+            },
+            refusals: super::super::Refusals {
+                rate_limit_enabled: true,
+                rate_limited: 0,
+                by_reason: [(evil.to_string(), 1), (format!("{evil}0"), 0)].into_iter().collect(),
+            },
+        };
+        let page = render(&status);
+        assert!(!page.contains("<i>"), "{page}");
+        // Version, config, time, three sections' worth of each field...
+        assert!(page.matches(shown).count() >= 25, "{} escaped values in:\n{page}", page.matches(shown).count());
+        assert!(page.contains("data-state=\"behind\""));
+    }
 
     #[test]
     fn escape_covers_text_and_attributes() {
