@@ -203,7 +203,7 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     println!(
-        "public listener {} ({tls}), admin listener {} (/healthz, /readyz, POST /refresh)",
+        "public listener {} ({tls}), admin listener {} (/healthz, /readyz, /metrics, POST /refresh, status page /)",
         s.listen, s.admin_listen
     );
     if let Some(http) = &config.tls.http_listen {
