@@ -348,7 +348,12 @@ mod tests {
                 not_after: evil.into(),
                 expires_in_seconds: -5,
             }],
-            issuers: vec![IssuerStatus { name: evil.into(), kind: evil.into(), public_url: evil.into(), documents: vec![doc] }],
+            issuers: vec![IssuerStatus {
+                name: evil.into(),
+                kind: evil.into(),
+                public_url: evil.into(),
+                documents: vec![doc],
+            }],
             ip_allow: super::super::IpAllowStatus {
                 mode: evil.into(),
                 would_deny: 1,
