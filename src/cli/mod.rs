@@ -243,13 +243,7 @@ fn doctor(config_path: &Path, issuer: Option<&str>, opts: &doctor::Options, json
                 .collect()
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = one_thread_runtime() else { return ExitCode::FAILURE };
     let reports: Vec<doctor::Report> =
         runtime.block_on(async { futures_util::future::join_all(issuers.iter().map(|i| doctor::run(i, opts))).await });
     let failed = reports.iter().any(|r| r.failed());
@@ -272,6 +266,18 @@ fn doctor(config_path: &Path, issuer: Option<&str>, opts: &doctor::Options, json
     }
 }
 
+/// The runtime of a command that waits on the network once; `None` (said on
+/// stderr) when it cannot start.
+fn one_thread_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// `wif-proxy ranges`: what the source-address allowlist contains.
 fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
     let config = match Config::load(path) {
@@ -281,13 +287,7 @@ fn ranges(path: &Path, ips: &[std::net::IpAddr]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = one_thread_runtime() else { return ExitCode::FAILURE };
     let loaded = runtime.block_on(async {
         let started = std::time::Instant::now();
         wif_proxy::Ranges::load(&config.ip_allow, None, Default::default()).await.map(|r| (r, started.elapsed()))

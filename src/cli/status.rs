@@ -31,13 +31,7 @@ pub(super) fn status(config: &Path, admin: Option<SocketAddr>, json: bool) -> Ex
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = super::one_thread_runtime() else { return ExitCode::FAILURE };
     let body = match runtime.block_on(fetch(addr)) {
         Ok(b) => b,
         Err(e) => {
