@@ -129,7 +129,7 @@ pub(super) fn render(s: &Status) -> String {
 
 fn document(line: &mut impl FnMut(String), d: &DocumentStatus) {
     line(format!("  {} {}", clean(&d.document), clean(&d.path)));
-    let mut facts = vec![d.state.as_str().to_string()];
+    let mut facts = vec![d.state.label().to_string()];
     if let Some(age) = d.age_seconds {
         facts.push(format!("age {}", duration(age as i64)));
     }
@@ -147,11 +147,8 @@ fn document(line: &mut impl FnMut(String), d: &DocumentStatus) {
         line(format!("    ! {}", clean(note)));
     }
     for f in &d.sources {
-        let got = match f.state {
-            FetchState::Current => "current",
-            FetchState::Behind => "BEHIND",
-            FetchState::Never => "never fetched",
-        };
+        // Shouted: the row an operator watching a rotation looks for.
+        let got = if f.state == FetchState::Behind { "BEHIND" } else { f.state.label() };
         let when = f.last_fetch_age_seconds.map_or("-".to_string(), |a| format!("{} ago", duration(a as i64)));
         let what = f.key_ids.as_deref().map(kids).or_else(|| f.etag.as_deref().map(clean)).unwrap_or_default();
         line(format!("    {:<16} {got:<13} {when:<12} {:>8} req  {what}", clean(&f.source), f.requests));

@@ -30,7 +30,8 @@ th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff4;vertical-a
 th{font-size:12px;color:#5a6578;font-weight:600}\
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}\
 .note{color:#5a6578;font-size:12px;margin:4px 0 8px}.muted{color:#8a94a6}\
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}\
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;white-space:nowrap}\
+.t{white-space:nowrap}.t small{display:block;color:#8a94a6;font-size:11px}\
 .ok{background:#dcf5e3;color:#146c2e}.warn{background:#fff1cc;color:#7a5200}\
 .bad{background:#fde0e0;color:#a11}.idle{background:#e9edf3;color:#4a5568}\
 .kind{color:#5a6578;font-weight:400;font-size:12px}\
@@ -198,23 +199,23 @@ fn fetches(p: &mut Page, issuer: &IssuerStatus, doc: &DocumentStatus) {
 
 fn fetch_row(p: &mut Page, f: &SourceFetch) {
     let e = escape;
-    let (class, word) = match f.state {
-        FetchState::Current => ("ok", "current"),
-        FetchState::Behind => ("bad", "behind"),
-        FetchState::Never => ("idle", "never fetched"),
+    let class = match f.state {
+        FetchState::Current => "ok",
+        FetchState::Behind => "bad",
+        FetchState::Never => "idle",
     };
+    let word = f.state.label();
     let when = match (&f.last_fetch, f.last_fetch_age_seconds) {
-        (Some(at), Some(age)) => format!("{} ago ({})", duration(age as i64), at),
+        (Some(at), Some(age)) => format!("{} ago<small>{}</small>", duration(age as i64), e(at)),
         _ => "—".to_string(),
     };
     let etag = f.etag.as_deref().unwrap_or(if f.last_fetch.is_some() { "(an older version)" } else { "" });
     let kids = f.key_ids.as_deref().map(key_list).unwrap_or_default();
     p.line(format_args!(
-        "<tr class=\"fetch\" data-source=\"{}\" data-state=\"{}\"><td>{}</td><td><span class=\"badge {class}\">{word}</span></td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{kids}</td></tr>",
+        "<tr class=\"fetch\" data-source=\"{}\" data-state=\"{}\"><td>{}</td><td><span class=\"badge {class}\">{word}</span></td><td class=\"t\">{when}</td><td>{}</td><td><code>{}</code></td><td>{kids}</td></tr>",
         e(&f.source),
         f.state.as_str(),
         e(&f.source),
-        e(&when),
         f.requests,
         e(etag)
     ));
@@ -244,11 +245,11 @@ fn documents(p: &mut Page, issuer: &IssuerStatus) {
         }
         let kids = if d.document == "keys" { key_list(&d.key_ids) } else { String::new() };
         p.line(format_args!(
-            "<tr class=\"document\" data-state=\"{}\"><td>{}</td><td><code>{}</code>{notes}</td><td><span class=\"badge {class}\">{}</span></td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{kids}</td></tr>",
+            "<tr class=\"document\" data-state=\"{}\"><td>{}</td><td><code>{}</code>{notes}</td><td><span class=\"badge {class}\">{}</span></td><td class=\"t\">{}</td><td class=\"t\">{}</td><td><code>{}</code></td><td>{kids}</td></tr>",
             d.state.as_str(),
             e(&d.document),
             e(&d.path),
-            d.state.as_str(),
+            d.state.label(),
             e(&age),
             e(d.last_change.as_deref().unwrap_or("—")),
             e(d.etag.as_deref().unwrap_or("—"))

@@ -85,12 +85,21 @@ pub enum DocState {
 }
 
 impl DocState {
+    /// Its word in `/status.json` (and the page's `data-state`).
     pub fn as_str(self) -> &'static str {
         match self {
             DocState::Fresh => "fresh",
             DocState::Stale => "stale",
             DocState::Failing => "failing",
+            DocState::NeverFetched => "never_fetched",
+        }
+    }
+
+    /// How the page and the terminal say it.
+    pub fn label(self) -> &'static str {
+        match self {
             DocState::NeverFetched => "never fetched",
+            other => other.as_str(),
         }
     }
 }
@@ -132,11 +141,20 @@ pub enum FetchState {
 }
 
 impl FetchState {
+    /// Its word in `/status.json` (and the page's `data-state`).
     pub fn as_str(self) -> &'static str {
         match self {
             FetchState::Current => "current",
             FetchState::Behind => "behind",
+            FetchState::Never => "never",
+        }
+    }
+
+    /// How the page and the terminal say it.
+    pub fn label(self) -> &'static str {
+        match self {
             FetchState::Never => "never fetched",
+            other => other.as_str(),
         }
     }
 }
