@@ -336,3 +336,37 @@ async fn the_status_command_prints_what_the_page_shows() {
     assert!(!out.status.success(), "a stopped proxy is an error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/status.json"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The listeners with their bound addresses and protocol, and each TLS
+/// certificate with its expiry, on the page and in `/status.json`.
+#[tokio::test]
+async fn listeners_and_certificates_are_shown_with_their_expiry() {
+    let issuer = StandIn::start().await;
+    let pki = crate::common::pki::Pki::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.leaf(&["wif.example.com"], -1, 30);
+    std::fs::write(certs.path().join("c.pem"), &cert).unwrap();
+    std::fs::write(certs.path().join("k.pem"), &key).unwrap();
+    let tls = format!(
+        "[tls]\nmode = \"files\"\n[[tls.certificate]]\ncert = \"{0}/c.pem\"\nkey = \"{0}/k.pem\"\n",
+        certs.path().display()
+    );
+    let proxy =
+        TestProxy::start(&config("", &format!("{tls}{}", vault_issuer("vault", &issuer.origin(), &[""])))).await;
+    proxy.wait_ready().await;
+    let status = status_json(proxy.admin).await;
+    let listeners = status["listeners"].as_array().expect("listeners");
+    let public = listeners.iter().find(|l| l["name"] == "server.listen").expect("public listener");
+    assert_eq!(public["address"], proxy.addr.to_string(), "the bound port, not :0");
+    assert_eq!((&public["protocol"], &public["accepting"]), (&"tls".into(), &true.into()));
+    let admin = listeners.iter().find(|l| l["name"] == "server.admin_listen").expect("admin listener");
+    assert_eq!((&admin["address"], &admin["protocol"]), (&proxy.admin.to_string().into(), &"plain".into()));
+    let certificate = &status["certificates"][0];
+    assert_eq!(certificate["host"], "wif.example.com", "{status:#}");
+    let left = certificate["expires_in_seconds"].as_i64().expect("seconds");
+    assert!((29 * 86_400..=30 * 86_400 + 60).contains(&left), "{left}");
+    assert!(certificate["not_after"].as_str().is_some_and(|t| t.ends_with('Z')), "{certificate}");
+    let page = get(proxy.admin, "/").await.text();
+    assert!(page.contains("<code>wif.example.com</code>") && page.contains(" d</span>"), "{page}");
+    assert!(page.contains(&proxy.addr.to_string()), "{page}");
+}
