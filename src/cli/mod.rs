@@ -12,6 +12,7 @@ use wif_proxy::Server;
 use wif_proxy::Shared;
 use wif_proxy::Upstream;
 
+mod admin;
 mod doctor;
 mod export;
 mod refresh;

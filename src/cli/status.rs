@@ -2,34 +2,22 @@
 //! `/status.json` and prints it for a terminal: what the status page shows,
 //! one screen, no colour.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
-
-use wif_proxy::client::{read_body, ClientOptions, HttpClient};
-use wif_proxy::config::Config;
 use wif_proxy::status::{duration, DocumentStatus, FetchState, Status};
 
 /// How long the admin listener may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest status document read.
-const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Prints the status of the proxy `config` describes (or the one at `admin`).
 pub(super) fn status(config: &Path, admin: Option<SocketAddr>, json: bool) -> ExitCode {
-    let addr = match admin {
-        Some(a) => a,
-        None => match Config::load(config) {
-            Ok(c) => reachable(c.server.admin_listen),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+    let addr = match super::admin::address(config, admin) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let Some(runtime) = super::one_thread_runtime() else { return ExitCode::FAILURE };
     let body = match runtime.block_on(fetch(addr)) {
@@ -55,26 +43,12 @@ pub(super) fn status(config: &Path, admin: Option<SocketAddr>, json: bool) -> Ex
     }
 }
 
-/// The address to connect to for a listener bound to `addr` (an unspecified
-/// address is reached on loopback).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(a) if a.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(a) if a.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
-        _ => addr,
-    }
-}
-
 async fn fetch(addr: SocketAddr) -> anyhow::Result<Bytes> {
-    let tls = wif_proxy::trust::client_config(rustls::RootCertStore::empty(), None)?;
-    let client =
-        HttpClient::new(ClientOptions { tls, connect_timeout: TIMEOUT, https_only: false, connect_to: vec![] });
-    let req = http::Request::get(format!("http://{addr}/status.json")).body(Empty::<Bytes>::new())?;
-    let resp = tokio::time::timeout(TIMEOUT, client.send(req))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {TIMEOUT:?}"))??;
-    let (head, body) = read_body(resp, MAX_BYTES).await?;
-    anyhow::ensure!(head.status == http::StatusCode::OK, "answered {}", head.status);
+    const AGENT: &str = concat!("wif-proxy-status/", env!("CARGO_PKG_VERSION"));
+    let asked = super::admin::ask(addr, http::Method::GET, "/status.json", AGENT);
+    let (status, body) =
+        tokio::time::timeout(TIMEOUT, asked).await.map_err(|_| anyhow::anyhow!("no answer within {TIMEOUT:?}"))??;
+    anyhow::ensure!(status == 200, "answered {status}");
     Ok(body)
 }
 
@@ -176,12 +150,5 @@ mod tests {
     fn control_characters_are_shown_not_sent() {
         assert_eq!(clean("k1\u{1b}[31m\n"), "k1\\u{1b}[31m\\n");
         assert_eq!(clean("plain <b>"), "plain <b>");
-    }
-
-    #[test]
-    fn an_unspecified_admin_address_is_reached_on_loopback() {
-        assert_eq!(reachable("0.0.0.0:9090".parse().unwrap()), "127.0.0.1:9090".parse().unwrap());
-        assert_eq!(reachable("[::]:9090".parse().unwrap()), "[::1]:9090".parse().unwrap());
-        assert_eq!(reachable("10.0.0.1:9090".parse().unwrap()), "10.0.0.1:9090".parse().unwrap());
     }
 }

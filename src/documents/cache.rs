@@ -135,8 +135,14 @@ impl Refreshed {
 }
 
 /// The `kid`s in `new` and not in `old`, and those in `old` and not in `new`.
-fn kid_changes(old: &[u8], new: &[u8]) -> (Vec<String>, Vec<String>) {
-    let (old, new) = (validate::kids(old), validate::kids(new));
+fn kid_changes(old: &Facts, new: &Facts) -> (Vec<String>, Vec<String>) {
+    let kids = |f: &Facts| -> std::collections::BTreeSet<String> {
+        match f {
+            Facts::Keys { kids, .. } => kids.iter().cloned().collect(),
+            Facts::Discovery { .. } => Default::default(),
+        }
+    };
+    let (old, new) = (kids(old), kids(new));
     (new.difference(&old).cloned().collect(), old.difference(&new).cloned().collect())
 }
 
@@ -301,7 +307,7 @@ impl Slot {
             Ok(after) => match before {
                 Some(b) if b.body == after.body => Refreshed::Unchanged,
                 Some(b) if src.kind == DocKind::Keys => {
-                    let (added, removed) = kid_changes(&b.body, &after.body);
+                    let (added, removed) = kid_changes(&b.facts, &after.facts);
                     Refreshed::Changed { added, removed }
                 }
                 _ => Refreshed::Changed { added: Vec::new(), removed: Vec::new() },
@@ -339,7 +345,7 @@ impl Slot {
                 if old.as_ref().is_none_or(|old| old.body != body) {
                     self.changed.set_now();
                     if let (Some(old), DocKind::Keys) = (&old, src.kind) {
-                        self.note_key_change(src, &old.body, &body, &facts);
+                        self.note_key_change(src, &old.facts, &facts);
                     }
                 }
                 let entry = Arc::new(Entry::new(body, ttl, facts, Instant::now(), SystemTime::now()));
@@ -424,11 +430,11 @@ impl Slot {
 
     /// A served key set was replaced: logged and counted once (the caller
     /// holds the fetch lock, so each change is seen by one attempt only).
-    fn note_key_change(&self, src: &Source, old: &[u8], new: &[u8], facts: &Facts) {
+    fn note_key_change(&self, src: &Source, old: &Facts, new: &Facts) {
         src.jwks_changes.inc();
         let (added, removed) = kid_changes(old, new);
-        let keys = match facts {
-            Facts::Keys { count } => *count,
+        let keys = match new {
+            Facts::Keys { count, .. } => *count,
             Facts::Discovery { .. } => 0,
         };
         // Routine (issuers rotate on a schedule) but worth a line each time:

@@ -81,28 +81,6 @@ pub fn validate(kind: DocKind, body: &[u8]) -> Result<Facts, InvalidDocument> {
     }
 }
 
-/// The `kid`s of a key set that passed [`validate`], sorted, each once;
-/// keys without a string `kid` are not named. Empty for anything else.
-/// Read only when a key set changes, to say which keys came and went.
-pub fn kids(body: &[u8]) -> std::collections::BTreeSet<String> {
-    #[derive(Deserialize)]
-    struct Kids {
-        keys: Vec<Kid>,
-    }
-    #[derive(Deserialize)]
-    struct Kid {
-        kid: Option<serde_json::Value>,
-    }
-    let Ok(k) = serde_json::from_slice::<Kids>(body) else { return Default::default() };
-    k.keys
-        .into_iter()
-        .filter_map(|key| match key.kid {
-            Some(serde_json::Value::String(s)) => Some(s),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The issuer guard's finding: a discovery document that names another
 /// issuer, or keys elsewhere, than where this proxy publishes them. Cloud
 /// providers would reject every token, so the text says what to change.
