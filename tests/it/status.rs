@@ -370,3 +370,34 @@ async fn listeners_and_certificates_are_shown_with_their_expiry() {
     assert!(page.contains("<code>wif.example.com</code>") && page.contains(" d</span>"), "{page}");
     assert!(page.contains(&proxy.addr.to_string()), "{page}");
 }
+
+/// The operator's path after an emergency rotation: the cache is fresh
+/// (30 s), so nobody sees the new key until `POST /refresh`; then the source
+/// that fetches again is current and the one that has not is behind.
+#[tokio::test]
+async fn after_a_rotation_and_post_refresh_the_status_shows_who_is_behind() {
+    let issuer = StandIn::start().await;
+    let text = accounting_config(&issuer.origin(), "report", "")
+        .replace("min_ttl = \"200ms\"\nmax_ttl = \"200ms\"", "min_ttl = \"30s\"\nmax_ttl = \"5m\"");
+    let proxy = TestProxy::start(&text).await;
+    proxy.wait_ready().await;
+    for ip in [AWS, AZURE] {
+        assert!(get_from(ip, proxy.addr, root_keys()).await.expect("answered").text().contains("\"kid\":\"k1\""));
+    }
+    issuer.set(root_keys(), Behavior::Body { body: jwks("k2"), cache_control: Some("max-age=300".into()) });
+    let still = get_from(AWS, proxy.addr, root_keys()).await.expect("answered").text();
+    assert!(still.contains("\"kid\":\"k1\""), "fresh until refreshed: {still}");
+    assert_eq!(fetch_of(&status_json(proxy.admin).await, "azure")["state"], "current", "nothing changed yet");
+
+    let r = request(proxy.admin, "POST", "/refresh", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["changed"].as_u64().is_some_and(|n| n >= 1), "{}", r.text());
+    assert!(get_from(AWS, proxy.addr, root_keys()).await.expect("answered").text().contains("\"kid\":\"k2\""));
+
+    let after = status_json(proxy.admin).await;
+    assert_eq!(keys_doc(&after)["key_ids"], serde_json::json!(["k2"]));
+    let aws = fetch_of(&after, "aws");
+    assert_eq!((&aws["state"], &aws["key_ids"]), (&"current".into(), &serde_json::json!(["k2"])), "{aws:#}");
+    let azure = fetch_of(&after, "azure");
+    assert_eq!((&azure["state"], &azure["key_ids"]), (&"behind".into(), &serde_json::json!(["k1"])), "{azure:#}");
+}
