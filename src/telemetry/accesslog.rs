@@ -25,7 +25,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -197,9 +197,18 @@ pub struct LogWriter;
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match LOGGER.get() {
-            // Lossless and rare: waits while the queue is full.
+            // Lossless and rare: waits while the queue is full, having woken
+            // the log thread rather than wait for its tick.
             Some(l) => {
-                l.tx.send(Msg::Line(buf.to_vec())).map_err(|_| std::io::Error::other("log thread ended"))?;
+                let ended = || std::io::Error::other("log thread ended");
+                match l.tx.try_send(Msg::Line(buf.to_vec())) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(line)) => {
+                        l.thread.unpark();
+                        l.tx.send(line).map_err(|_| ended())?;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(ended()),
+                }
                 l.queued.fetch_add(1, Ordering::Relaxed);
             }
             None => std::io::stderr().write_all(buf)?,

@@ -164,6 +164,10 @@ pub(super) struct Inspector {
     /// The last outbound GOAWAY's error code.
     pub(super) sent_goaway: Option<u32>,
     pub(super) resets_sent: u32,
+    /// Client streams finished (answered or reset), and resets the client
+    /// sent for streams already finished: at most one each.
+    pub(super) finished: u64,
+    pub(super) late_resets: u64,
 }
 
 pub(super) fn nanos(d: Duration) -> u64 {
@@ -202,6 +206,8 @@ impl Inspector {
             goaway_capture: None,
             sent_goaway: None,
             resets_sent: 0,
+            finished: 0,
+            late_resets: 0,
         }
     }
 
@@ -312,16 +318,17 @@ impl Inspector {
                 }
             }
             RST_STREAM => {
-                // Rapid reset cancels streams while we answer them. A reset
-                // of a stream already answered (a client dropping a body it
-                // did not read) costs only the frame: it is bounded with the
-                // streams opened, not by the reset budget. (A stream never
-                // opened counts as cancelled.)
+                // Rapid reset cancels streams while we answer them: the reset
+                // budget. A reset of a stream already finished (a client
+                // dropping a body it did not read) costs only the frame, and
+                // each finished stream may have one. (A stream never opened
+                // counts as cancelled.)
                 let cancels = f.stream > self.highest || self.find(f.stream).is_some();
                 let fits = if cancels {
                     self.buckets.rst_stream.take(p.rst_stream, now)
                 } else {
-                    self.buckets.headers.take(p.headers, now)
+                    self.late_resets += 1;
+                    self.late_resets <= self.finished
                 };
                 if !fits {
                     return Err(H2Refusal::ResetFlood);
@@ -444,6 +451,7 @@ impl Inspector {
     /// Stream `id` is over for us (answered or reset either way).
     pub(super) fn finish(&mut self, id: u32, now: u64) {
         if let Some(at) = self.find(id) {
+            self.finished += 1;
             if self.streams.swap_remove(at) & STARTED != 0 {
                 self.started -= 1;
             }

@@ -203,6 +203,8 @@ fn resets_of_answered_streams_are_not_rapid_reset() {
     }
     let resets: Vec<u8> = (0..n).flat_map(|s| frame(RST_STREAM, 0, 2 * s + 1, 4)).collect();
     i.inbound(&resets, 0).expect("late resets cost only the frame");
+    // One each: resetting a finished stream again and again is a flood.
+    assert_eq!(i.inbound(&frame(RST_STREAM, 0, 1, 4), 0).map_err(|(_, r)| r), Err(H2Refusal::ResetFlood));
     // A reset of a stream still being answered is rapid reset.
     let mut i = started(&l);
     let pairs: Vec<u8> = (0..=l.rst_stream.burst)
