@@ -1,6 +1,7 @@
 //! Replacing files on disk so that no reader and no crash ever sees half of
 //! one: the cached documents, the ACME certificate store and the copies of
-//! the cloud IP ranges are all written this way.
+//! the cloud IP ranges are all written this way. And reading a small file
+//! named by configuration (a bearer token) without trusting its size.
 
 use std::fs;
 use std::io::Write as _;
@@ -83,10 +84,57 @@ pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    // The new directory is in place: what follows cannot undo that, so its
+    // failures are not the caller's (a leftover `.old` carries TEMP_PREFIX).
     if had_old {
-        fs::remove_dir_all(&old)?;
+        let _ = fs::remove_dir_all(&old);
     }
-    fs::File::open(parent)?.sync_all()
+    let _ = fs::File::open(parent).and_then(|d| d.sync_all());
+    Ok(())
+}
+
+/// A small regular file read whole, with the metadata of the handle read.
+#[derive(Debug)]
+pub struct SmallFile {
+    pub text: String,
+    pub meta: fs::Metadata,
+}
+
+/// Why [`read_small`] refused a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("not UTF-8 text")]
+    NotText,
+}
+
+/// Reads the regular file `path`, at most `max` bytes. A FIFO would block
+/// and a device (`/dev/zero`) never end: both are refused before they are
+/// opened, and the handle is checked again; the read stops one byte past
+/// `max` whatever the size the file claims.
+pub fn read_small(path: &Path, max: usize) -> Result<SmallFile, ReadError> {
+    use std::io::Read as _;
+    if !fs::metadata(path)?.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    let file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    let limit = u64::try_from(max).unwrap_or(u64::MAX);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len().min(limit)).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(ReadError::TooLarge(max));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| ReadError::NotText)?;
+    Ok(SmallFile { text, meta })
 }
 
 #[cfg(test)]

@@ -14,14 +14,13 @@ use std::time::SystemTime;
 use http::HeaderValue;
 
 use crate::config::{check_bearer_token, BearerTokenError, MAX_BEARER_TOKEN_BYTES};
+use crate::files::{read_small, ReadError};
 
 /// Why no token can be sent; the upstream is then not asked at all.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("upstream_bearer_token_file {path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("upstream_bearer_token_file {path}: larger than {MAX_BEARER_TOKEN_BYTES} bytes")]
-    TooLarge { path: String },
+    #[error("upstream_bearer_token_file {path}: {source}")]
+    Read { path: String, source: ReadError },
     #[error("upstream_bearer_token_file {path}: {source}")]
     Content { path: String, source: BearerTokenError },
 }
@@ -32,6 +31,12 @@ struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
     inode: (u64, u64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp { len: meta.len(), modified: meta.modified().ok(), inode: (meta.dev(), meta.ino()) }
+    }
 }
 
 /// A token file and the header made from its last version.
@@ -54,23 +59,21 @@ impl BearerToken {
     /// `Authorization: Bearer <token>` from the file as it is now.
     pub fn header(&self) -> Result<HeaderValue, TokenError> {
         let path = || self.path.display().to_string();
-        let meta = std::fs::metadata(&self.path).map_err(|source| TokenError::Read { path: path(), source })?;
-        let stamp = Stamp { len: meta.len(), modified: meta.modified().ok(), inode: (meta.dev(), meta.ino()) };
+        let read = |source| TokenError::Read { path: path(), source };
+        let meta = std::fs::metadata(&self.path).map_err(|e| read(ReadError::Io(e)))?;
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((seen, value)) = last.as_ref() {
-            if *seen == stamp {
+            if *seen == Stamp::of(&meta) {
                 return Ok(value.clone());
             }
         }
-        if meta.len() > MAX_BEARER_TOKEN_BYTES as u64 {
-            return Err(TokenError::TooLarge { path: path() });
-        }
-        let text = std::fs::read_to_string(&self.path).map_err(|source| TokenError::Read { path: path(), source })?;
-        let token = check_bearer_token(&text).map_err(|source| TokenError::Content { path: path(), source })?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        let file = read_small(&self.path, MAX_BEARER_TOKEN_BYTES).map_err(read)?;
+        let token = check_bearer_token(&file.text).map_err(|source| TokenError::Content { path: path(), source })?;
+        // `check_bearer_token` passes visible ASCII only: always a header value.
+        let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("Bearer {token}")))
             .map_err(|_| TokenError::Content { path: path(), source: BearerTokenError::NotAToken })?;
         value.set_sensitive(true);
-        *last = Some((stamp, value.clone()));
+        *last = Some((Stamp::of(&file.meta), value.clone()));
         Ok(value)
     }
 }
@@ -95,6 +98,9 @@ mod tests {
         assert!(!e.contains("two tokens"), "the content is never quoted: {e}");
         std::fs::remove_file(&path).expect("remove");
         assert!(matches!(token.header(), Err(TokenError::Read { .. })));
+        // A FIFO is never opened (it would block), a device never read.
+        let zero = BearerToken::new(Path::new("/dev/zero"));
+        assert!(matches!(zero.header(), Err(TokenError::Read { source: ReadError::NotAFile, .. })));
         assert!(!format!("{token:?}").contains("second"), "Debug shows the path only");
     }
 }

@@ -257,14 +257,8 @@ fn bearer_token_file(
             format!("the token would cross the network in clear to {}: use an https upstream", u.origin),
         ));
     }
-    let text = match std::fs::metadata(&path) {
-        Ok(m) if m.len() > MAX_BEARER_TOKEN_BYTES as u64 => {
-            return Err(cx.invalid(&field, v, format!("larger than {MAX_BEARER_TOKEN_BYTES} bytes: not a token")))
-        }
-        Ok(_) => std::fs::read_to_string(&path).map_err(|e| cx.invalid(&field, v, format!("cannot read: {e}")))?,
-        Err(e) => return Err(cx.invalid(&field, v, format!("cannot read: {e}"))),
-    };
-    if let Err(why) = crate::config::check_bearer_token(&text) {
+    let file = crate::files::read_small(&path, MAX_BEARER_TOKEN_BYTES).map_err(|e| cx.invalid(&field, v, e))?;
+    if let Err(why) = crate::config::check_bearer_token(&file.text) {
         return Err(cx.invalid(&field, v, why));
     }
     Ok(Some(path))
