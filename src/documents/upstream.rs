@@ -14,9 +14,10 @@
 //!
 //! An issuer with several nodes (`upstream = [...]`) is tried node by node,
 //! starting with the one that last answered 200; a node that cannot answer
-//! for the cluster (refused, timed out, reset, 5xx, a standby's redirect, a
-//! sealed 503) is passed over for the next, all within `upstream_timeout`,
-//! each node getting an equal share of what is left. Each node's last
+//! for the cluster (refused, timed out, reset, 5xx, 429, a standby's
+//! redirect, a sealed 503) is passed over for the next, all within
+//! `upstream_timeout`: the node asked first gets half of it, each other an
+//! equal share of what is left. Each node's last
 //! outcome is kept for `/readyz` and the metrics.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,14 +25,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, HOST, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::Empty;
 
 use crate::config::IssuerConfig;
 use crate::documents::catalog;
 use crate::documents::token::BearerToken;
-use crate::net::client::{read_body, BodyError, ClientOptions, HttpClient, SendError, USER_AGENT_VALUE};
+use crate::net::client::{read_body, BodyError, ClientOptions, HttpClient, SendError};
 use crate::net::trust::{self, Anchors, Identity, PemFileError, TrustError};
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -116,13 +117,14 @@ impl FetchError {
     /// Whether this says something about one node rather than the
     /// cluster, so that the next node should be asked: no connection, no
     /// complete answer, a 5xx (a sealed 503 included), a redirect (a
-    /// standby's 307). A 200, 404, 401/403 or other 4xx is the cluster's
-    /// answer.
+    /// standby's 307), a 429 (rate limits are per node: Vault's quotas, the
+    /// API server's priority and fairness). A 200, 404, 401/403 or other 4xx
+    /// is the cluster's answer.
     pub fn is_node_failure(&self) -> bool {
         match self {
             FetchError::Connect(_) | FetchError::Timeout(_) | FetchError::Other(_) => true,
             FetchError::Unavailable | FetchError::Redirect(_) => true,
-            FetchError::Status(s) => *s >= 500,
+            FetchError::Status(s) => *s >= 500 || *s == 429,
             _ => false,
         }
     }
@@ -270,9 +272,15 @@ impl Upstream {
             if left.is_zero() {
                 break;
             }
-            // An equal share of what is left for each node still to ask, so
-            // a node that hangs cannot use up the others' time.
-            let share = if k + 1 == n { left } else { left / (n - k) as u32 };
+            // The node asked first (the one that last answered) gets half
+            // of the time, the others an equal share of what is left: a
+            // slow but healthy node is not cut short by the list's length,
+            // and one that hangs cannot use up the others' time.
+            let share = match k {
+                _ if k + 1 == n => left,
+                0 => left / 2,
+                _ => left / (n - k) as u32,
+            };
             let node = &self.nodes[i];
             let result = match tokio::time::timeout(share, self.exchange(node, path, auth.clone())).await {
                 Ok(result) => result,
@@ -313,7 +321,6 @@ impl Upstream {
         let headers = req.headers_mut();
         headers.clone_from(&self.headers);
         headers.insert(HOST, node.host.clone());
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         if let Some(auth) = auth {
             headers.insert(AUTHORIZATION, auth);
         }
