@@ -79,6 +79,10 @@ pub enum ExportError {
     Empty,
     #[error("public path {0:?} cannot name a file")]
     Path(String),
+    #[error("two documents would be written at {0:?} (issuers bound to different hosts publish the same path): export them with separate configurations")]
+    Collision(String),
+    #[error("{}: exists and is not an earlier export (no {MANIFEST}): refusing to replace it", .0.display())]
+    NotAnExport(PathBuf),
     #[error("{}: {source}", .dir.display())]
     Io { dir: PathBuf, source: std::io::Error },
 }
@@ -143,6 +147,21 @@ pub fn write(dir: &Path, docs: &[Exported], format: Format) -> Result<Written, E
             Format::GcpJwksJson => continue,
         };
         files.push((relative(&d.path)?, body, d));
+    }
+    // One file per path, and no file where another needs a directory.
+    let mut names: Vec<&PathBuf> = files.iter().map(|(f, _, _)| f).collect();
+    names.sort();
+    for pair in names.windows(2) {
+        if pair[0] == pair[1] || pair[1].starts_with(pair[0]) {
+            return Err(ExportError::Collision(pair[1].display().to_string()));
+        }
+    }
+    // The whole directory is replaced: only ever an empty one or an export.
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !dir.is_dir() || !(empty || dir.join(MANIFEST).is_file()) {
+            return Err(ExportError::NotAnExport(dir.to_path_buf()));
+        }
     }
     let entries: Vec<serde_json::Value> = files
         .iter()
@@ -234,6 +253,39 @@ mod tests {
         for bad in ["/", "/a/../b", "/a//b", "/manifest.json", "/./x", "/a?b"] {
             assert!(relative(bad).is_err(), "{bad}");
         }
+    }
+
+    fn doc(path: &str) -> Exported {
+        Exported {
+            issuer: "i".into(),
+            path: path.into(),
+            kind: DocKind::Keys,
+            body: Bytes::from_static(b"{\"keys\":[]}"),
+            max_age: 60,
+            mismatch: None,
+        }
+    }
+
+    /// Two documents at one file, or a file where a directory must be, are
+    /// refused; so is replacing a directory that is not an export. Nothing
+    /// is written either way.
+    #[test]
+    fn collisions_and_foreign_directories_are_refused() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let out = top.path().join("mirror");
+        for docs in [vec![doc("/keys"), doc("/keys")], vec![doc("/a"), doc("/a/keys")]] {
+            assert!(matches!(write(&out, &docs, Format::Files), Err(ExportError::Collision(_))));
+            assert!(!out.exists(), "nothing written");
+        }
+        let home = top.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::write(home.join("notes.txt"), "mine").expect("write");
+        assert!(matches!(write(&home, &[doc("/keys")], Format::Files), Err(ExportError::NotAnExport(_))));
+        assert_eq!(std::fs::read_to_string(home.join("notes.txt")).expect("kept"), "mine");
+        // An earlier export is replaced.
+        write(&out, &[doc("/keys")], Format::Files).expect("first");
+        write(&out, &[doc("/keys2")], Format::Files).expect("an export replaces an export");
+        assert!(out.join("keys2").is_file() && !out.join("keys").exists());
     }
 
     #[test]
