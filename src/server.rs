@@ -76,18 +76,12 @@ pub struct Server {
 
 impl Server {
     /// Binds the public and admin listeners of the current configuration.
-    /// Listeners configured as `systemd` take the sockets systemd passed,
-    /// read from the environment now; the binary reads them earlier, while
-    /// it is single-threaded, and calls [`bind_passed`](Server::bind_passed).
+    /// A listener configured as `systemd` is refused here (no sockets were
+    /// passed): reading systemd's variables clears them, which is sound only
+    /// while the process is single-threaded, so the binary reads them before
+    /// its runtime starts and calls [`bind_passed`](Server::bind_passed).
     pub async fn bind(shared: Arc<Shared>) -> Result<Server, BindError> {
-        let snap = shared.snapshot();
-        let s = &snap.config.server;
-        let systemd = [Some(&s.listen), Some(&s.admin_listen), snap.config.tls.http_listen.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|l| matches!(l, Listen::Systemd(_)));
-        let mut passed = if systemd { Passed::from_env() } else { Passed::none() };
-        Server::bind_passed(shared, &mut passed).await
+        Server::bind_passed(shared, &mut Passed::none()).await
     }
 
     /// [`bind`](Server::bind), taking `systemd` listeners from `passed`.

@@ -48,7 +48,12 @@ pub fn run(config_path: &Path, issuer: Option<&str>, admin: Option<SocketAddr>, 
         }
         return ExitCode::FAILURE;
     }
-    let failed = value["failed"].as_u64().unwrap_or(0);
+    // A 200 that is not the report (something else on the admin port): no
+    // refresh is known to have happened.
+    let Some(failed) = value["failed"].as_u64() else {
+        eprintln!("error: POST http://{addr}{target}: the answer is not a refresh report");
+        return ExitCode::FAILURE;
+    };
     if !json {
         for d in value["documents"].as_array().into_iter().flatten() {
             let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();

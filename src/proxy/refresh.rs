@@ -124,6 +124,9 @@ pub async fn serve<B>(shared: &Shared, refresher: &Refresher, req: &Request<B>) 
         return resp;
     }
     let round = refresher.started.fetch_add(1, Ordering::AcqRel) + 1;
+    // The configuration as it is now: a reload may have come while this
+    // call waited for the round before it.
+    let snap = shared.snapshot();
     // Its own task: a caller that hangs up does not leave a round half done.
     let results = {
         let (snap, scope) = (Arc::clone(&snap), scope.clone());

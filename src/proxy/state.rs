@@ -245,6 +245,10 @@ impl Snapshot {
         tracing::info!(dir = %persist.dir().display(), restored, skipped, "cache.dir: persisted documents loaded");
     }
 
+    /// Issuer requests a refresh round has in flight at once: a round over
+    /// many `*`-namespace documents must not become a burst of hundreds.
+    const REFRESH_CONCURRENCY: usize = 8;
+
     /// Refetches every served document (only `issuer`'s, when named) at
     /// once, bypassing freshness and backoff: the listed documents and the
     /// `*`-namespace ones that hold a document (never-fetched names are not
@@ -253,7 +257,10 @@ impl Snapshot {
         let mut docs: Vec<Doc> = self.docs.clone();
         docs.extend(self.dynamic.docs().into_iter().filter(|d| d.slot.entry().is_some()));
         docs.retain(|d| issuer.is_none_or(|name| self.issuers[d.issuer].config.name == name));
-        let outcomes = futures_util::future::join_all(docs.iter().map(|d| d.slot.refresh(&d.source))).await;
+        use futures_util::StreamExt as _;
+        let fetches: Vec<_> = docs.iter().map(|d| d.slot.refresh(&d.source)).collect();
+        let outcomes: Vec<Refreshed> =
+            futures_util::stream::iter(fetches).buffered(Self::REFRESH_CONCURRENCY).collect().await;
         docs.into_iter().zip(outcomes).collect()
     }
 
