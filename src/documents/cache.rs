@@ -261,7 +261,7 @@ impl Slot {
             }
         }
         match self.attempt(src).await {
-            Ok(entry) => Ok((entry, CacheStatus::Miss)),
+            Ok((entry, _)) => Ok((entry, CacheStatus::Miss)),
             Err(e) => Err(self.failure_status(&e)),
         }
     }
@@ -302,16 +302,8 @@ impl Slot {
     /// the rotation. A failure keeps the last good document serving.
     pub async fn refresh(&self, src: &Source) -> Refreshed {
         let _guard = self.fetch.lock().await;
-        let before = self.entry.load_full();
         match self.attempt(src).await {
-            Ok(after) => match before {
-                Some(b) if b.body == after.body => Refreshed::Unchanged,
-                Some(b) if src.kind == DocKind::Keys => {
-                    let (added, removed) = kid_changes(&b.facts, &after.facts);
-                    Refreshed::Changed { added, removed }
-                }
-                _ => Refreshed::Changed { added: Vec::new(), removed: Vec::new() },
-            },
+            Ok((_, change)) => change,
             Err(e) => Refreshed::Failed(e),
         }
     }
@@ -327,8 +319,9 @@ impl Slot {
         }
     }
 
-    /// One upstream attempt; the caller holds `self.fetch`.
-    async fn attempt(&self, src: &Source) -> Result<Arc<Entry>, FetchError> {
+    /// One upstream attempt, and what it changed (`Changed` or
+    /// `Unchanged`); the caller holds `self.fetch`.
+    async fn attempt(&self, src: &Source) -> Result<(Arc<Entry>, Refreshed), FetchError> {
         let started = Instant::now();
         let result = match src.upstream.fetch(&self.key.path).await {
             Ok(fetched) => self.accept(src, fetched.body, src.policy.ttl(fetched.freshness)),
@@ -342,11 +335,17 @@ impl Slot {
         let result = match result {
             Ok((body, ttl, facts)) => {
                 let old = self.entry.load_full();
-                if old.as_ref().is_none_or(|old| old.body != body) {
-                    self.changed.set_now();
-                    if let (Some(old), DocKind::Keys) = (&old, src.kind) {
-                        self.note_key_change(src, &old.facts, &facts);
+                let change = match &old {
+                    Some(old) if old.body == body => Refreshed::Unchanged,
+                    Some(old) if src.kind == DocKind::Keys => {
+                        let (added, removed) = kid_changes(&old.facts, &facts);
+                        self.note_key_change(src, &added, &removed, &facts);
+                        Refreshed::Changed { added, removed }
                     }
+                    _ => Refreshed::Changed { added: Vec::new(), removed: Vec::new() },
+                };
+                if !matches!(change, Refreshed::Unchanged) {
+                    self.changed.set_now();
                 }
                 let entry = Arc::new(Entry::new(body, ttl, facts, Instant::now(), SystemTime::now()));
                 self.served.note(&entry);
@@ -356,7 +355,7 @@ impl Slot {
                 if let Some(p) = &src.persist {
                     p.save_in_background(Record::new(&self.key, src.kind, &entry));
                 }
-                Ok(entry)
+                Ok((entry, change))
             }
             Err(e) => {
                 src.metrics.cache_event(CacheEvent::Error);
@@ -430,9 +429,8 @@ impl Slot {
 
     /// A served key set was replaced: logged and counted once (the caller
     /// holds the fetch lock, so each change is seen by one attempt only).
-    fn note_key_change(&self, src: &Source, old: &Facts, new: &Facts) {
+    fn note_key_change(&self, src: &Source, added: &[String], removed: &[String], new: &Facts) {
         src.jwks_changes.inc();
-        let (added, removed) = kid_changes(old, new);
         let keys = match new {
             Facts::Keys { count, .. } => *count,
             Facts::Discovery { .. } => 0,
