@@ -137,9 +137,18 @@ fn kids(list: &[String]) -> String {
 }
 
 /// Text from the proxy (key IDs come from issuers) with control characters
-/// shown escaped, so nothing it says can drive the terminal.
+/// and bidirectional or invisible format characters shown escaped, so
+/// nothing it says can drive the terminal or reorder what it shows.
 fn clean(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    let format =
+        |c: char| matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c if format(c) => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -150,5 +159,6 @@ mod tests {
     fn control_characters_are_shown_not_sent() {
         assert_eq!(clean("k1\u{1b}[31m\n"), "k1\\u{1b}[31m\\n");
         assert_eq!(clean("plain <b>"), "plain <b>");
+        assert_eq!(clean("k\u{202e}1"), "k\\u{202e}1", "a right-to-left override is shown, not obeyed");
     }
 }

@@ -81,6 +81,8 @@ pub enum ExportError {
     Path(String),
     #[error("two documents would be written at {0:?} (issuers bound to different hosts publish the same path): export them with separate configurations")]
     Collision(String),
+    #[error("the key set at {0} has no key GCP accepts (RSA or EC): an upload of it would trust nothing")]
+    NoGcpKeys(String),
     #[error("{}: exists and is not an earlier export (no {MANIFEST}): refusing to replace it", .0.display())]
     NotAnExport(PathBuf),
     #[error("{}: {source}", .dir.display())]
@@ -143,10 +145,15 @@ pub fn write(dir: &Path, docs: &[Exported], format: Format) -> Result<Written, E
     for d in docs {
         let body = match format {
             Format::Files => d.body.clone(),
-            Format::GcpJwksJson if d.kind == DocKind::Keys => gcp_jwks(d, &mut dropped),
+            Format::GcpJwksJson if d.kind == DocKind::Keys => {
+                gcp_jwks(d, &mut dropped).ok_or_else(|| ExportError::NoGcpKeys(d.path.clone()))?
+            }
             Format::GcpJwksJson => continue,
         };
         files.push((relative(&d.path)?, body, d));
+    }
+    if files.is_empty() {
+        return Err(ExportError::Empty);
     }
     // One file per path, and no file where another needs a directory.
     let mut names: Vec<&PathBuf> = files.iter().map(|(f, _, _)| f).collect();
@@ -217,8 +224,9 @@ fn relative(path: &str) -> Result<PathBuf, ExportError> {
     }
 }
 
-/// The key set of `d` with only the keys and members GCP accepts.
-fn gcp_jwks(d: &Exported, dropped: &mut Vec<String>) -> Bytes {
+/// The key set of `d` with only the keys and members GCP accepts; `None`
+/// when no key is left.
+fn gcp_jwks(d: &Exported, dropped: &mut Vec<String>) -> Option<Bytes> {
     #[derive(serde::Deserialize)]
     struct Jwks {
         keys: Vec<serde_json::Map<String, serde_json::Value>>,
@@ -237,7 +245,7 @@ fn gcp_jwks(d: &Exported, dropped: &mut Vec<String>) -> Bytes {
             key.into_iter().filter(|(k, _)| GCP_MEMBERS.contains(&k.as_str())).collect();
         kept.push(serde_json::Value::Object(reduced));
     }
-    Bytes::from(json!({ "keys": kept }).to_string())
+    (!kept.is_empty()).then(|| Bytes::from(json!({ "keys": kept }).to_string()))
 }
 
 #[cfg(test)]
@@ -300,7 +308,7 @@ mod tests {
             mismatch: None,
         };
         let mut dropped = Vec::new();
-        let out: serde_json::Value = serde_json::from_slice(&gcp_jwks(&d, &mut dropped)).expect("json");
+        let out: serde_json::Value = serde_json::from_slice(&gcp_jwks(&d, &mut dropped).expect("keys")).expect("json");
         assert_eq!(
             out,
             json!({"keys":[{"kty":"RSA","kid":"a","n":"x","e":"AQAB","use":"sig","alg":"RS256"},{"kty":"EC","kid":"c","crv":"P-256","x":"1","y":"2"}]})
