@@ -88,6 +88,15 @@ pub async fn serve<B>(shared: &Shared, refresher: &Refresher, req: &Request<B>) 
         resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
+    // A browser sends Origin with every cross-site POST: a web page an
+    // operator opens must not be able to start rounds on the admin port.
+    // `wif-proxy refresh` and curl send none.
+    if req.headers().contains_key(http::header::ORIGIN) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "cross_origin", "message": "POST /refresh is not for browsers"}),
+        );
+    }
     let scope = match scope(req.uri().query()) {
         Ok(s) => s,
         Err(message) => {

@@ -59,6 +59,8 @@ async fn a_rotated_key_is_served_only_after_post_refresh() {
         assert_eq!(r.status, 405, "{method}");
         assert_eq!(r.header("allow"), Some("POST"), "{method}");
     }
+    let r = request(p.admin, "POST", "/refresh", &[("origin", "https://evil.example")]).await;
+    assert_eq!(r.status, 403, "a browser's cross-site POST: {}", r.text());
     assert_eq!(kid_of(&p.get(root_keys()).await), "k1", "a refused refresh fetched nothing");
     assert_eq!(post_refresh(p.admin, "?issuer=nope").await.status, 404);
     assert_eq!(post_refresh(p.admin, "?issuer").await.status, 400);
