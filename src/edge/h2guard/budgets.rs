@@ -49,10 +49,12 @@ pub const DEFAULT_WINDOW_UPDATES_PER_DATA_FRAME: u32 = 2;
 /// and ignores each one, so beyond that 10/s is plenty.
 pub const DEFAULT_PRIORITY: Rate = Rate { per_second: 10, burst: 100 };
 
-/// RST_STREAM from the client (rapid reset, CVE-2023-44487). A client can
-/// have at most `max_concurrent_streams` (100) streams to cancel at once;
-/// after that, Netty's server default is 200 per 30 s (~7/s) and we allow
-/// 10/s. h2's own limit counts only resets of streams not yet accepted by
+/// RST_STREAM from the client (rapid reset, CVE-2023-44487) for streams
+/// whose response has not begun; a reset after our response headers (a
+/// client that read the status and dropped the body) saves no work and is
+/// not charged. A client that has not yet seen our SETTINGS may assume 100
+/// concurrent streams to cancel at once; after that, Netty's server default
+/// is 200 per 30 s (~7/s) and we allow 10/s. h2's own limit counts only resets of streams not yet accepted by
 /// hyper (`max_pending_accept_reset_streams`), not the rate at which streams
 /// are opened, answered and cancelled. Pipelined HEADERS+RST_STREAM pairs
 /// reach h2's limit first when it is below this burst (it logs a WARN line

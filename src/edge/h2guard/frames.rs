@@ -318,22 +318,28 @@ impl Inspector {
                 }
             }
             RST_STREAM => {
-                // Rapid reset cancels streams while we answer them: the reset
-                // budget. A reset of a stream already finished (a client
-                // dropping a body it did not read) costs only the frame, and
-                // each finished stream may have one. (A stream never opened
-                // counts as cancelled.)
-                let cancels = f.stream > self.highest || self.find(f.stream).is_some();
-                let fits = if cancels {
-                    self.buckets.rst_stream.take(p.rst_stream, now)
-                } else {
-                    self.late_resets += 1;
-                    self.late_resets <= self.finished
+                // Rapid reset cancels streams before we answer them: the
+                // reset budget. A reset of a stream whose response has begun
+                // or ended (a client that read the status and dropped the
+                // body) saves us no work and costs only the frame; each
+                // finished stream may have one. (A stream never opened counts
+                // as cancelled.)
+                let answered = match self.find(f.stream) {
+                    Some(at) => self.streams[at] & STARTED != 0,
+                    None => f.stream <= self.highest,
                 };
-                if !fits {
-                    return Err(H2Refusal::ResetFlood);
+                if answered {
+                    self.finish(f.stream, now);
+                    self.late_resets += 1;
+                    if self.late_resets > self.finished {
+                        return Err(H2Refusal::ResetFlood);
+                    }
+                } else {
+                    if !self.buckets.rst_stream.take(p.rst_stream, now) {
+                        return Err(H2Refusal::ResetFlood);
+                    }
+                    self.finish(f.stream, now);
                 }
-                self.finish(f.stream, now);
             }
             SETTINGS => {
                 if !self.buckets.settings.take(p.settings, now) {
