@@ -45,18 +45,14 @@ pub(crate) enum Outcome<'a> {
 pub async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snap = shared.snapshot();
-    if req.version() == Version::HTTP_2 && !req.body().is_end_stream() && !announces_body(req.headers()) {
-        h2_await_end(&mut req, snap.config.server.header_read_timeout).await;
-    }
+    h2_await_end(&snap, &mut req).await;
     let client = if conn.forwarded {
         clientip::from_forwarded_for(conn.peer.ip(), req.headers(), &snap.config.client_ip.trusted_proxies)
     } else {
         conn.client_ip
     };
     let (mut resp, outcome) = answer(&snap, conn, client, &req, started).await;
-    if let Outcome::Denied(Deny::Body) = outcome {
-        resp.extensions_mut().insert(CloseConnection);
-    }
+    close_after_body(&mut resp, &outcome);
     if conn.tls {
         if let Some(hsts) = &snap.hsts {
             resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
@@ -69,6 +65,14 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>)
         access_log(&snap, client, &req, &resp, &outcome, took);
     }
     resp
+}
+
+/// A request that sent a body is refused and its connection closed, as
+/// HTTP/1.1 closes it: what follows the body cannot be trusted to frame.
+pub(crate) fn close_after_body(resp: &mut Response<Body>, outcome: &Outcome<'_>) {
+    if let Outcome::Denied(Deny::Body) = outcome {
+        resp.extensions_mut().insert(CloseConnection);
+    }
 }
 
 pub(crate) fn record(metrics: &Metrics, outcome: &Outcome<'_>, took: Duration) {
@@ -204,11 +208,15 @@ struct SentBody;
 
 /// An h2 GET may end with an empty DATA frame carrying END_STREAM instead
 /// of END_STREAM on its HEADERS; some fetchers do that. Reads up to that
-/// end, within `within` (the head deadline: the request is not complete
-/// before it ends). A request that sends data, trailers, or does not end in
-/// time is marked as having a body, which `preflight` refuses.
-async fn h2_await_end(req: &mut Request<Incoming>, within: std::time::Duration) {
+/// end, within the head deadline (the request is not complete before it
+/// ends). A request that sends data, trailers, or does not end in time is
+/// marked as having a body, which `preflight` refuses.
+pub(crate) async fn h2_await_end(snap: &Snapshot, req: &mut Request<Incoming>) {
     use http_body_util::BodyExt as _;
+    if req.version() != Version::HTTP_2 || req.body().is_end_stream() || announces_body(req.headers()) {
+        return;
+    }
+    let within = snap.config.server.header_read_timeout;
     let ended = tokio::time::timeout(within, async {
         loop {
             match req.body_mut().frame().await {

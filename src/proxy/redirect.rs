@@ -10,17 +10,19 @@ use hyper::body::Incoming;
 
 use crate::edge::listener::ConnInfo;
 use crate::proxy::allowlist::Lookup;
-use crate::proxy::handler::{access_log, preflight, record, request_host, Outcome};
+use crate::proxy::handler::{access_log, close_after_body, h2_await_end, preflight, record, request_host, Outcome};
 use crate::proxy::response::{self, Body, Deny};
 use crate::proxy::state::{Shared, Snapshot};
 
 /// Answers a request on the plain-HTTP listener that sits beside TLS: ACME
 /// HTTP-01 challenges, a 308 to https for allowlisted paths (built from the
 /// issuer's public URL, never from the request's Host), 404 otherwise.
-pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let snap = shared.snapshot();
-    let (resp, outcome) = redirect_answer(shared, &snap, conn.client_ip, &req);
+    h2_await_end(&snap, &mut req).await;
+    let (mut resp, outcome) = redirect_answer(shared, &snap, conn.client_ip, &req);
+    close_after_body(&mut resp, &outcome);
     let took = started.elapsed();
     record(&snap.metrics, &outcome, took);
     if snap.config.log.access {

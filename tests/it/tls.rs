@@ -225,6 +225,24 @@ async fn the_http_listener_redirects_allowlisted_paths_only() {
         assert_eq!(request(http, "GET", path, &[]).await.status, 404, "{path}");
     }
     assert_eq!(request(http, "POST", root_keys(), &[]).await.status, 405);
+    // h2c (prior knowledge) is held to the same rules: a GET that ends with
+    // an empty DATA frame is redirected; one with a body gets `400` and its
+    // connection is closed.
+    let h2c = || async {
+        let io = tokio::net::TcpStream::connect(http).await.unwrap();
+        let (send, conn) = h2::client::handshake(io).await.expect("h2c handshake");
+        (send, tokio::spawn(async move { drop(conn.await) }))
+    };
+    let get = || http::Request::get(format!("http://wif.example.com{}", root_keys())).body(()).unwrap();
+    let (mut send, _task) = h2c().await;
+    let (resp, mut body) = send.send_request(get(), false).expect("send");
+    body.send_data(bytes::Bytes::new(), true).expect("empty data");
+    assert_eq!(resp.await.expect("response").status(), 308, "empty END_STREAM DATA is no body");
+    let (mut send, task) = h2c().await;
+    let (resp, mut body) = send.send_request(get(), false).expect("send");
+    body.send_data(bytes::Bytes::from_static(b"x"), true).expect("data");
+    assert_eq!(resp.await.expect("response").status(), 400, "a body");
+    tokio::time::timeout(Duration::from_secs(3), task).await.expect("the connection closed after a body").unwrap();
     // The http listener never fetches or serves documents.
     assert!(si.requests().iter().all(|r| r.target == root_keys() || r.target == root_discovery()));
 }
