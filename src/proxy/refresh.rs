@@ -53,10 +53,18 @@ struct Outcome {
     result: Refreshed,
 }
 
+/// A finished round: its number (from [`Refresher::started`]) and report.
+#[derive(Debug)]
+struct Round {
+    number: u64,
+    report: Arc<Report>,
+}
+
 /// The coalescing and the rate limit, one per admin listener.
 pub struct Refresher {
-    /// Held for a whole round; the last finished round and its number.
-    last: tokio::sync::Mutex<Option<(u64, Arc<Report>)>>,
+    /// Held for a whole round, by the round's own task; the last finished
+    /// round and its number.
+    last: Arc<tokio::sync::Mutex<Option<Round>>>,
     /// Rounds started so far.
     started: AtomicU64,
     limiter: DefaultDirectRateLimiter,
@@ -74,7 +82,7 @@ impl Default for Refresher {
             .expect("a non-zero period")
             .allow_burst(NonZeroU32::new(ROUND_BURST).expect("a non-zero burst"));
         Refresher {
-            last: tokio::sync::Mutex::new(None),
+            last: Arc::new(tokio::sync::Mutex::new(None)),
             started: AtomicU64::new(0),
             limiter: RateLimiter::direct(quota),
         }
@@ -114,11 +122,11 @@ pub async fn serve<B>(shared: &Shared, refresher: &Refresher, req: &Request<B>) 
         }
     }
     let arrived = refresher.started.load(Ordering::Acquire);
-    let mut last = refresher.last.lock().await;
+    let mut last = Arc::clone(&refresher.last).lock_owned().await;
     // A round that started after this call arrived, for every issuer or for
     // this one, has just finished: its results are as fresh as our own.
-    if let Some((round, report)) = last.as_ref() {
-        if *round > arrived && (report.scope.is_none() || report.scope == scope) {
+    if let Some(Round { number, report }) = last.as_ref() {
+        if *number > arrived && (report.scope.is_none() || report.scope == scope) {
             return answer(report, scope.as_deref(), true);
         }
     }
@@ -136,28 +144,34 @@ pub async fn serve<B>(shared: &Shared, refresher: &Refresher, req: &Request<B>) 
     // The configuration as it is now: a reload may have come while this
     // call waited for the round before it.
     let snap = shared.snapshot();
-    // Its own task: a caller that hangs up does not leave a round half done.
-    let results = {
-        let (snap, scope) = (Arc::clone(&snap), scope.clone());
-        tokio::spawn(async move { snap.refresh(scope.as_deref()).await }).await
-    };
-    let Ok(results) = results else {
-        return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "refresh_failed"}));
-    };
-    let documents = results
-        .into_iter()
-        .map(|(doc, result)| Outcome {
-            issuer: snap.issuers[doc.issuer].config.name.clone(),
-            path: doc.slot.key.path.to_string(),
-            document: doc.kind,
-            result,
+    // The round is its own task, holding the lock to the end: a caller that
+    // hangs up leaves neither a round half done nor the next call free to
+    // start one beside it, and its report still serves those who waited.
+    let task = {
+        let scope = scope.clone();
+        tokio::spawn(async move {
+            let results = snap.refresh(scope.as_deref()).await;
+            let documents = results
+                .into_iter()
+                .map(|(doc, result)| Outcome {
+                    issuer: snap.issuers[doc.issuer].config.name.clone(),
+                    path: doc.slot.key.path.to_string(),
+                    document: doc.kind,
+                    result,
+                })
+                .collect();
+            let report = Arc::new(Report { scope, documents });
+            let (changed, failed) = (report.count("changed"), report.count("failed"));
+            let issuer = report.scope.as_deref().unwrap_or("*");
+            tracing::info!(issuer, changed, failed, "refresh: documents refetched");
+            *last = Some(Round { number: round, report: Arc::clone(&report) });
+            report
         })
-        .collect();
-    let report = Arc::new(Report { scope: scope.clone(), documents });
-    let (changed, failed) = (report.count("changed"), report.count("failed"));
-    tracing::info!(issuer = scope.as_deref().unwrap_or("*"), changed, failed, "refresh: documents refetched");
-    *last = Some((round, Arc::clone(&report)));
-    answer(&report, scope.as_deref(), false)
+    };
+    match task.await {
+        Ok(report) => answer(&report, scope.as_deref(), false),
+        Err(_) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "refresh_failed"})),
+    }
 }
 
 impl Report {

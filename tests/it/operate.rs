@@ -134,6 +134,39 @@ async fn concurrent_refreshes_coalesce_and_rounds_are_rate_limited() {
     assert_eq!(si.count(root_keys()), seen, "a limited call reaches no issuer");
 }
 
+/// A caller that hangs up mid-round does not end the round: it finishes,
+/// is logged, and a call that arrived during it waits for it rather than
+/// starting a second round beside it.
+#[tokio::test]
+async fn a_refresh_whose_caller_hangs_up_still_finishes_its_round() {
+    use tokio::io::AsyncWriteExt as _;
+    let si = StandIn::start().await;
+    si.set(root_keys(), keys("k1"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config("", &vault_issuer("vault", &si.origin(), &[""]))).unwrap();
+    let p = Process::start(&path).await;
+    assert_eq!(kid_of(&get(p.public, root_keys()).await), "k1");
+    si.set(root_keys(), Behavior::Slow(Duration::from_millis(600), Box::new(keys("k2"))));
+    let mut gone = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+    gone.write_all(b"POST /refresh HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = post_refresh(p.admin, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(outcome(&r.json(), root_keys())["result"], "unchanged", "the abandoned round brought k2 in first");
+    let rounds = || p.log_text().matches("refresh: documents refetched").count();
+    for _ in 0..100 {
+        if rounds() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rounds(), 2, "both rounds ran to the end:\n{}", p.log_text());
+    assert_eq!(kid_of(&get(p.public, root_keys()).await), "k2");
+}
+
 /// A free loopback port (bound, then released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
