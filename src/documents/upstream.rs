@@ -299,6 +299,23 @@ impl Upstream {
         Err(last)
     }
 
+    /// Takes over what `previous` (the same issuer before a reload) learnt
+    /// of the nodes both lists hold, matched by origin: their last outcomes
+    /// and the node fetches start with. A reload must not send the next
+    /// fetch back to a node known to be down, nor blank `/readyz`.
+    pub fn inherit(&self, previous: &Upstream) {
+        for node in &self.nodes {
+            if let Some(old) = previous.nodes.iter().find(|o| o.origin == node.origin) {
+                let last = old.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                *node.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
+            }
+        }
+        let was = &previous.nodes[previous.preferred.load(Ordering::Relaxed) % previous.nodes.len()];
+        if let Some(i) = self.nodes.iter().position(|n| n.origin == was.origin) {
+            self.preferred.store(i, Ordering::Relaxed);
+        }
+    }
+
     /// The nodes in configured order, with their last outcomes.
     pub fn nodes(&self) -> Vec<NodeReport> {
         let preferred = self.preferred.load(Ordering::Relaxed) % self.nodes.len();

@@ -124,8 +124,12 @@ impl Snapshot {
         };
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for ic in &config.issuers {
-            // Always rebuilt, so a reload re-reads rotated CA and client certificates.
+            // Always rebuilt, so a reload re-reads rotated CA and client
+            // certificates; what is known of its nodes carries over.
             let upstream = Arc::new(Upstream::new(ic).map_err(|e| LoadError::build(&config, e))?);
+            if let Some(old) = previous.and_then(|p| p.issuers.iter().find(|i| i.config.name == ic.name)) {
+                upstream.inherit(&old.upstream);
+            }
             issuers.push(IssuerRuntime { config: ic.clone(), upstream });
         }
         let policy = Policy::from(&config.cache);

@@ -327,6 +327,13 @@ async fn a_dead_a_sealed_and_a_good_node_serve_without_a_failed_request() {
     }
     assert!(!metrics.contains("127.0.0.1"), "{metrics}");
 
+    // A reload keeps what is known of the nodes: /readyz is unchanged and
+    // fetches still start with the good node.
+    p.shared.reload().await.expect("reload");
+    assert_eq!(node_states(&get(p.admin, "/readyz").await.json()), states, "after a reload");
+    every_request_succeeds(&p, 4).await;
+    assert_eq!((sealed.total(), standby.total()), (sealed_seen, standby_seen), "a reload sent no fetch back to them");
+
     // The good node goes down and the sealed one is unsealed.
     good.stop();
     sealed.set_all(None);
