@@ -44,6 +44,18 @@ pub struct Doc {
     pub fetched_by: Arc<[Arc<Tally>]>,
 }
 
+impl Doc {
+    /// The namespace as an operator names it: [`Doc::namespace`], except
+    /// that a `*`-namespace document (labelled `*` to bound the metrics)
+    /// names its own.
+    pub fn namespace_name(&self) -> String {
+        match self.namespace.as_str() {
+            "*" => namespace_label(&self.slot.key.path),
+            listed => listed.to_string(),
+        }
+    }
+}
+
 indexed_by!(IssuerId => IssuerRuntime);
 indexed_by!(RouteId => Doc);
 
@@ -249,6 +261,16 @@ impl Snapshot {
         tracing::info!(dir = %persist.dir().display(), restored, skipped, "cache.dir: persisted documents loaded");
     }
 
+    /// The listed documents, then the `*`-namespace ones that hold a
+    /// document, by path (a name asked for but never fetched is not one).
+    pub fn served_docs(&self) -> Vec<Doc> {
+        let mut dynamic: Vec<Doc> = self.dynamic.docs().into_iter().filter(|d| d.slot.entry().is_some()).collect();
+        dynamic.sort_by(|a, b| a.slot.key.path.cmp(&b.slot.key.path));
+        let mut docs = self.docs.clone();
+        docs.extend(dynamic);
+        docs
+    }
+
     /// Issuer requests a refresh round has in flight at once: a round over
     /// many `*`-namespace documents must not become a burst of hundreds.
     const REFRESH_CONCURRENCY: usize = 8;
@@ -258,8 +280,7 @@ impl Snapshot {
     /// `*`-namespace ones that hold a document (never-fetched names are not
     /// worth an issuer request). Failures keep the last good document.
     pub async fn refresh(&self, issuer: Option<&str>) -> Vec<(Doc, Refreshed)> {
-        let mut docs: Vec<Doc> = self.docs.clone();
-        docs.extend(self.dynamic.docs().into_iter().filter(|d| d.slot.entry().is_some()));
+        let mut docs = self.served_docs();
         docs.retain(|d| issuer.is_none_or(|name| self.issuers[d.issuer].config.name == name));
         use futures_util::StreamExt as _;
         let fetches: Vec<_> = docs.iter().map(|d| d.slot.refresh(&d.source)).collect();

@@ -191,6 +191,39 @@ async fn after_a_rotation_the_source_that_has_not_fetched_since_is_behind() {
     assert_eq!(fetch_of(&status_json(proxy.admin).await, "azure")["state"], "current");
 }
 
+/// A `*`-namespace issuer's documents are shown once fetched, under their
+/// own namespace, with the same fetch accounting as listed ones.
+#[tokio::test]
+async fn wildcard_namespace_documents_are_shown_once_fetched() {
+    let issuer = StandIn::start().await;
+    let text = config(
+        "",
+        &format!(
+            "[ip_allow]\nmode = \"report\"\n\n[[ip_allow.source]]\nname = \"aws\"\ncidrs = [\"{AWS}/32\"]\n\n{}",
+            vault_issuer("vault", &issuer.origin(), &["*"])
+        ),
+    );
+    let proxy = TestProxy::start(&text).await;
+    proxy.wait_ready().await;
+    let docs = |s: &Value| s["issuers"][0]["documents"].as_array().expect("documents").clone();
+    assert!(docs(&status_json(proxy.admin).await).is_empty(), "nothing fetched, nothing shown");
+    let path = ns_keys("team-a");
+    assert_eq!(get_from(AWS, proxy.addr, &path).await.expect("answered").status, 200);
+    let status = status_json(proxy.admin).await;
+    let shown = docs(&status);
+    assert_eq!(shown.len(), 1, "{status:#}");
+    let doc = &shown[0];
+    assert_eq!(
+        (&doc["path"], &doc["namespace"], &doc["state"]),
+        (&path.as_str().into(), &"team-a".into(), &"fresh".into())
+    );
+    assert_eq!(doc["key_ids"], serde_json::json!(["k1"]));
+    let aws = doc["sources"].as_array().unwrap().iter().find(|r| r["source"] == "aws").expect("aws row").clone();
+    assert_eq!((&aws["state"], aws["requests"].as_u64()), (&"current".into(), Some(1)), "{aws:#}");
+    let page = get(proxy.admin, "/").await.text();
+    assert!(page.contains(&path) && page.contains("team-a"), "{page}");
+}
+
 /// Where the screenshot is kept: beside the build, under `test-artifacts/`.
 fn artifacts() -> PathBuf {
     let target = std::path::Path::new(binary()).parent().and_then(|p| p.parent()).expect("target dir");

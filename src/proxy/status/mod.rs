@@ -241,13 +241,14 @@ pub fn gather(shared: &Shared) -> Status {
         })
         .unwrap_or_default();
     certificates.sort_by(|a, b| a.host.cmp(&b.host));
+    let docs = snap.served_docs();
     let issuers = IssuerId::all(&snap.config)
         .map(|i| (i, &snap.issuers[i]))
         .map(|(i, issuer)| IssuerStatus {
             name: issuer.config.name.clone(),
             kind: issuer.config.kind.as_str().to_string(),
             public_url: issuer.config.public_url.clone(),
-            documents: snap.docs.iter().filter(|d| d.issuer == i).map(|d| document(&snap, d, now, wall)).collect(),
+            documents: docs.iter().filter(|d| d.issuer == i).map(|d| document(&snap, d, now, wall)).collect(),
         })
         .collect();
     let metrics = &snap.metrics;
@@ -336,7 +337,7 @@ fn document(snap: &Snapshot, doc: &Doc, now: Instant, wall: SystemTime) -> Docum
     DocumentStatus {
         path: slot.key.path.to_string(),
         document: doc.kind.as_str().to_string(),
-        namespace: doc.namespace.clone(),
+        namespace: doc.namespace_name(),
         state,
         fetched_at: entry.as_ref().map(|e| rfc3339(e.fetched_wall)),
         age_seconds: entry.as_ref().map(|e| now.saturating_duration_since(e.fetched).as_secs()),
