@@ -21,7 +21,9 @@ async fn concurrent_misses_make_one_upstream_request() {
     let path = ns_keys("cold");
     si.set(&path, Behavior::Slow(Duration::from_millis(400), Box::new(Behavior::Vault)));
     // `*` documents are not prefetched: the first request finds a cold cache.
-    let p = TestProxy::start(&config("", &vault_issuer("vault", &si.origin(), &["*"]))).await;
+    let issuer =
+        vault_issuer("vault", &si.origin(), &["*"]).replace("upstream_timeout = \"1s\"", "upstream_timeout = \"5s\"");
+    let p = TestProxy::start(&config("", &issuer)).await;
     let handles: Vec<_> = (0..200)
         .map(|_| {
             let (addr, path) = (p.addr, path.clone());
@@ -76,7 +78,12 @@ async fn expired_documents_are_served_at_once_while_one_refresh_runs() {
     let si = StandIn::start().await;
     let p = TestProxy::start(&config(
         "",
-        &format!("{}{}", cache("300ms", "300ms", "1h"), vault_issuer("vault", &si.origin(), &[""])),
+        &format!(
+            "{}{}",
+            cache("300ms", "300ms", "1h"),
+            vault_issuer("vault", &si.origin(), &[""])
+                .replace("upstream_timeout = \"1s\"", "upstream_timeout = \"5s\"")
+        ),
     ))
     .await;
     p.wait_ready().await;
@@ -96,9 +103,17 @@ async fn expired_documents_are_served_at_once_while_one_refresh_runs() {
         assert!(r.text().contains("\"k1\""), "stale document served while revalidating");
         assert_eq!(max_age(&r), 0);
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The refresh takes 500 ms; wait for it rather than guess.
+    let mut replaced = false;
+    for _ in 0..60 {
+        if p.get(root_keys()).await.text().contains("\"k2\"") {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replaced, "the refreshed document replaced it");
     assert_eq!(si.count(root_keys()), 2, "one background refresh for twenty stale reads");
-    assert!(p.get(root_keys()).await.text().contains("\"k2\""), "the refreshed document replaced it");
 }
 
 #[tokio::test]
@@ -106,24 +121,26 @@ async fn refresh_ahead_keeps_a_steadily_read_document_from_expiring() {
     let si = StandIn::start().await;
     let p = TestProxy::start(&config(
         "",
-        &format!("{}{}", cache("1s", "1s", "1h"), vault_issuer("vault", &si.origin(), &[""])),
+        &format!("{}{}", cache("2s", "2s", "1h"), vault_issuer("vault", &si.origin(), &[""])),
     ))
     .await;
     p.wait_ready().await;
     let start = std::time::Instant::now();
     let mut reads = 0;
-    while start.elapsed() < Duration::from_millis(3500) {
+    while start.elapsed() < Duration::from_millis(5000) {
         let r = p.get(root_keys()).await;
         assert_eq!(r.status, 200);
-        // Age 1 or more would mean the entry outlived its 1 s lifetime.
-        assert_eq!(r.header("age"), Some("0"), "served a document past its freshness");
+        // Age 2 or more would mean the entry outlived its 2 s lifetime (the
+        // refresh ahead runs in its last 200 ms).
+        let age: u64 = r.header("age").and_then(|a| a.parse().ok()).expect("age");
+        assert!(age <= 1, "served a document past its freshness: Age {age}");
         reads += 1;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let fetches = si.count(root_keys());
-    assert!(reads > 50);
-    // One prefetch plus one refresh per ~0.9 s: never a fetch per read.
-    assert!((3..=6).contains(&fetches), "{fetches} upstream fetches for {reads} reads");
+    assert!(reads > 20, "{reads} reads");
+    // One prefetch plus one refresh per ~1.8 s: never a fetch per read.
+    assert!((2..=5).contains(&fetches), "{fetches} upstream fetches for {reads} reads");
 }
 
 /// Every kind of outage: the last good document keeps being served, byte
@@ -149,7 +166,7 @@ async fn outages_serve_the_last_good_document_until_max_stale() {
     let ns: Vec<&str> = outages.iter().map(|o| o.0).collect();
     let issuers = format!(
         "{}{}{}",
-        cache("300ms", "300ms", "2s"),
+        cache("300ms", "300ms", "3s"),
         vault_issuer("vault", &si.origin(), &ns)
             .replace("upstream_timeout = \"1s\"", "upstream_timeout = \"1s\"\nmax_document_bytes = 8192"),
         vault_issuer("down", &down.origin(), &["refused"]),
@@ -179,8 +196,10 @@ async fn outages_serve_the_last_good_document_until_max_stale() {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    // Past max_stale (2 s after the 300 ms freshness ran out).
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Past max_stale (3 s after the 300 ms freshness ran out, which was
+    // before `failed_at`).
+    tokio::time::sleep(Duration::from_millis(3300).saturating_sub(failed_at.elapsed()) + Duration::from_millis(300))
+        .await;
     for path in &paths {
         let r = p.get(path).await;
         let expected = if path.contains("/gone/") { 404 } else { 503 };
@@ -190,7 +209,7 @@ async fn outages_serve_the_last_good_document_until_max_stale() {
     // The issuer was not flooded: backoff between failed attempts.
     for name in &ns {
         let n = si.count(&ns_keys(name));
-        assert!(n <= 8, "{name}: {n} upstream requests in ~3.5 s of outage");
+        assert!(n <= 8, "{name}: {n} upstream requests in ~3.6 s of outage");
     }
 }
 

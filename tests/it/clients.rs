@@ -24,7 +24,7 @@ async fn a_flooding_client_is_limited_and_others_are_not() {
     let p = TestProxy::start(&config(
         "",
         &format!(
-            "[rate_limit]\nper_client = 5\nper_client_burst = 5\nexempt = [\"127.0.0.4/32\"]\n{}",
+            "[rate_limit]\nper_client = 1\nper_client_burst = 5\nexempt = [\"127.0.0.4/32\"]\n{}",
             vault_issuer("v", &si.origin(), &[""])
         ),
     ))
@@ -50,8 +50,8 @@ async fn a_flooding_client_is_limited_and_others_are_not() {
     for _ in 0..30 {
         assert_eq!(get_from("127.0.0.4", p.addr, root_keys()).await.unwrap().status, 200);
     }
-    // The bucket refills.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The bucket refills (one a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get_from("127.0.0.2", p.addr, root_keys()).await.unwrap().status, 200);
 }
 
@@ -64,12 +64,17 @@ async fn the_global_quota_covers_everybody() {
     ))
     .await;
     let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
     for i in 0..12 {
         let src = format!("127.0.1.{}", i + 1);
         statuses.push(get_from(&src, p.addr, root_keys()).await.unwrap().status);
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "{statuses:?}");
-    assert!(statuses[6..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The burst of 6, and one more for each second a slow machine took.
+    let refilled = started.elapsed().as_secs() as usize;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert!((6..=6 + refilled).contains(&served), "{statuses:?} in {:?}", started.elapsed());
+    assert!(statuses[..6].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[6..].iter().filter(|s| **s == 429).count() >= 6 - refilled.min(6), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -87,8 +92,7 @@ async fn connections_are_capped_per_address() {
     assert!(get_from("127.0.0.5", p.addr, root_keys()).await.is_none(), "a third connection from 127.0.0.5 is closed");
     assert_eq!(get_from("127.0.0.6", p.addr, root_keys()).await.unwrap().status, 200, "other addresses are unaffected");
     drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(get_from("127.0.0.5", p.addr, root_keys()).await.unwrap().status, 200, "slots are released");
+    assert_eq!(status_soon(Some("127.0.0.5"), p.addr, root_keys()).await, 200, "slots are released");
 }
 
 #[tokio::test]

@@ -244,12 +244,19 @@ async fn not_ready_names_the_missing_document() {
     let si = StandIn::start().await;
     si.set(&ns_keys("gone"), Behavior::Status { status: 404, body: String::new(), location: None });
     let p = TestProxy::start(&config("", &vault_issuer("vault", &si.origin(), &["gone"]))).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = get(p.admin, "/readyz").await;
-    assert_eq!(r.status, 503);
-    let v = r.json();
-    assert_eq!(v["ready"], false);
-    let reasons = v["not_ready"].to_string();
+    // Poll until the start-up fetch has been answered 404 (never ready).
+    let mut reasons = String::new();
+    for _ in 0..60 {
+        let r = get(p.admin, "/readyz").await;
+        assert_eq!(r.status, 503);
+        let v = r.json();
+        assert_eq!(v["ready"], false);
+        reasons = v["not_ready"].to_string();
+        if reasons.contains("404") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(reasons.contains(&ns_keys("gone")) && reasons.contains("404"), "{reasons}");
 }
 

@@ -369,13 +369,7 @@ async fn rapid_reset_connections_do_not_flood_the_log() {
     let elapsed = started.elapsed();
     assert_eq!(cut, CONNECTIONS, "every rapid-reset connection cut within {CUT_WITHIN:?}");
     assert_refusals_counted(&t, &["reset_flood"]).await;
-    let text = String::from_utf8_lossy(&get(t.p.admin, "/metrics").await.body).into_owned();
-    let counted = text
-        .lines()
-        .find_map(|l| l.strip_prefix("wif_proxy_denied_requests_total{reason=\"reset_flood\"} "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert_eq!(counted as u64, CONNECTIONS, "one reset_flood per connection");
+    assert_eq!(t.denied_settled("reset_flood", CONNECTIONS).await, CONNECTIONS, "one reset_flood per connection");
     let log = t.p.log_text();
     let lines: Vec<&str> = log.lines().skip(before).collect();
     let warns: Vec<&str> = lines.iter().copied().filter(|l| l.contains("\"level\":\"WARN\"")).collect();

@@ -236,7 +236,11 @@ async fn a_real_prometheus_scrapes_the_expected_values() {
 async fn readiness_waits_for_the_first_fetch_and_names_the_cause() {
     let si = StandIn::start().await;
     si.set(root_keys(), Behavior::Slow(Duration::from_millis(800), Box::new(Behavior::Vault)));
-    let p = TestProxy::start(&config("", &vault_issuer("vault", &si.origin(), &[""]))).await;
+    // A timeout well past the stand-in's delay: the start-up fetch is the
+    // only one, and it must not fail on a slow machine.
+    let issuer =
+        vault_issuer("vault", &si.origin(), &[""]).replace("upstream_timeout = \"1s\"", "upstream_timeout = \"5s\"");
+    let p = TestProxy::start(&config("", &issuer)).await;
     let r = get(p.admin, "/readyz").await;
     assert_eq!(r.status, 503);
     let v = r.json();

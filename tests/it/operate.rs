@@ -144,13 +144,23 @@ async fn a_refresh_whose_caller_hangs_up_still_finishes_its_round() {
     si.set(root_keys(), keys("k1"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, config("", &vault_issuer("vault", &si.origin(), &[""]))).unwrap();
+    let issuer =
+        vault_issuer("vault", &si.origin(), &[""]).replace("upstream_timeout = \"1s\"", "upstream_timeout = \"5s\"");
+    std::fs::write(&path, config("", &issuer)).unwrap();
     let p = Process::start(&path).await;
     assert_eq!(kid_of(&get(p.public, root_keys()).await), "k1");
     si.set(root_keys(), Behavior::Slow(Duration::from_millis(600), Box::new(keys("k2"))));
+    let asked = si.count(root_keys());
     let mut gone = tokio::net::TcpStream::connect(p.admin).await.unwrap();
     gone.write_all(b"POST /refresh HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Hang up once the round has reached the issuer.
+    for _ in 0..100 {
+        if si.count(root_keys()) > asked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(si.count(root_keys()), asked + 1, "the round began");
     drop(gone);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = post_refresh(p.admin, "").await;

@@ -58,7 +58,7 @@ async fn a_one_byte_trickle_is_cut_at_the_head_deadline() {
             closed >= Duration::from_millis(900) && closed < Duration::from_millis(2500),
             "tls={tls:?}: cut {closed:?} after the first byte, want about 1 s"
         );
-        assert_eq!(t.denied("header_timeout").await, before + 1, "tls={tls:?}: counted once");
+        assert_eq!(t.denied_settled("header_timeout", before + 1).await, before + 1, "tls={tls:?}: counted once");
     }
 }
 
@@ -93,9 +93,9 @@ async fn http1_refusals_are_counted_by_reason() {
     assert!(matches!(r, Ok(Ok(0) | Err(_))), "half a head closed: {r:?}");
 
     assert!(t.denied("idle_timeout").await >= 1, "idle_timeout counted");
-    assert_eq!(t.denied("head_too_large").await, 2, "head_too_large counted");
-    assert_eq!(t.denied("malformed").await, 1, "malformed counted");
-    assert_eq!(t.denied("header_timeout").await, 1, "header_timeout counted");
+    assert_eq!(t.denied_settled("head_too_large", 2).await, 2, "head_too_large counted");
+    assert_eq!(t.denied_settled("malformed", 1).await, 1, "malformed counted");
+    assert_eq!(t.denied_settled("header_timeout", 1).await, 1, "header_timeout counted");
     assert_eq!(http1_status_from("127.0.3.6", t.addr(), root_keys()).await, Ok(200));
 }
 
@@ -144,18 +144,29 @@ async fn tls_refusals_are_counted_and_library_lines_stay_within_budget() {
         let out = raw_from(Some(&format!("127.0.4.{}", 1 + i % 200)), t.addr(), &hello).await;
         assert!(!out.starts_with(b"HTTP"), "never an HTTP answer");
     }
-    assert_eq!(t.denied("handshake_timeout").await, 1);
-    assert_eq!(t.denied("handshake_failed").await, HELLOS);
-    // The summary line is written at the next second boundary.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(t.denied_settled("handshake_timeout", 1).await, 1);
+    assert_eq!(t.denied_settled("handshake_failed", HELLOS).await, HELLOS);
+    // The summary line is written at the next second boundary: wait for
+    // every line to be written or counted (5 s at most), then check.
+    let tally = |log: &str| {
+        let sni_lines = log.lines().filter(|l| l.contains("IP address presented as hostname")).count();
+        let left_out: u64 = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["library_over_budget"].as_u64())
+            .sum();
+        (sni_lines, left_out)
+    };
+    let counted_by = Instant::now() + Duration::from_secs(5);
+    let (log, (sni_lines, left_out)) = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = t.p.log_text();
+        let (lines, left) = tally(&log);
+        if lines as u64 + left >= HELLOS || Instant::now() >= counted_by {
+            break (log, (lines, left));
+        }
+    };
     let elapsed = started.elapsed();
-    let log = t.p.log_text();
-    let sni_lines = log.lines().filter(|l| l.contains("IP address presented as hostname")).count();
-    let left_out: u64 = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["library_over_budget"].as_u64())
-        .sum();
     let allowed = 10 * (elapsed.as_secs() as usize + 2);
     eprintln!("{HELLOS} IP-SNI hellos in {elapsed:?}: {sni_lines} rustls lines, {left_out} left out");
     assert!(sni_lines >= 1, "rustls' warning is kept within budget, not silenced:\n{log}");

@@ -209,6 +209,22 @@ pub async fn raw_from(source: Option<&str>, addr: SocketAddr, bytes: &[u8]) -> V
     read_until_quiet(&mut s, Duration::from_millis(400), Duration::from_secs(5)).await
 }
 
+/// `GET path` from `source` until it is answered `200`, for up to 3 s: for
+/// capacity a closed connection releases a moment after the client sees it
+/// close. The last status seen (0: closed unanswered).
+pub async fn status_soon(source: Option<&str>, addr: SocketAddr, path: &str) -> u16 {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: wif.example.com\r\nConnection: close\r\n\r\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let out = raw_from(source, addr, req.as_bytes()).await;
+        let status = parse_responses(&out, false).first().map_or(0, |r| r.status);
+        if status == 200 || tokio::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn connect_from(source: Option<&str>, addr: SocketAddr) -> TcpStream {
     match source {
         None => TcpStream::connect(addr).await.expect("connect"),
@@ -232,6 +248,30 @@ pub async fn read_until_quiet(s: &mut TcpStream, quiet: Duration, max: Duration)
         }
         if tokio::time::Instant::now() >= deadline {
             return out;
+        }
+    }
+}
+
+/// Reads until one whole HTTP/1 response (body by Content-Length) has
+/// arrived, the connection ends, or `max` passes: no quiet period to wait
+/// out, for tests where what happens right after the answer matters.
+pub async fn read_response(s: &mut TcpStream, max: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + max;
+    let mut buf = [0u8; 16384];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_responses(&out[..end + 4], true).remove(0);
+            let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return out;
+            }
+        }
+        match tokio::time::timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), s.read(&mut buf))
+            .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
     }
 }

@@ -86,6 +86,20 @@ impl Target {
             .unwrap_or_else(|| panic!("no {prefix} in the metrics")) as u64
     }
 
+    /// The count of `reason` once it reaches `expect` (or 3 s pass): a cut
+    /// is counted as its connection ends, a moment after the client sees it
+    /// end. The caller asserts equality, so a count past `expect` still fails.
+    pub async fn denied_settled(&self, reason: &str, expect: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let n = self.denied(reason).await;
+            if n >= expect || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A raw connection from `source`, TLS when the target is.
     pub async fn raw(&self, source: &str) -> Box<dyn Io> {
         match &self.ca {
