@@ -310,6 +310,8 @@ impl Upstream {
                 *node.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
             }
         }
+        // The node that answered last; when it is no longer listed, the
+        // first one, as at start-up.
         let was = &previous.nodes[previous.preferred.load(Ordering::Relaxed) % previous.nodes.len()];
         if let Some(i) = self.nodes.iter().position(|n| n.origin == was.origin) {
             self.preferred.store(i, Ordering::Relaxed);

@@ -188,9 +188,14 @@ impl Snapshot {
             metrics: Arc::clone(metrics),
         };
         if let Some(prev) = previous {
-            // Carry `*`-namespace documents over when their issuer still matches them.
+            // Carry `*`-namespace documents over when their issuer still
+            // matches them, unless the new configuration lists the path
+            // (its listed document took the slot over).
             let carried: Vec<Arc<Slot>> = prev.dynamic.slots();
             for slot in carried {
+                if snapshot.docs.iter().any(|d| Arc::ptr_eq(&d.slot, &slot)) {
+                    continue;
+                }
                 if let Some((issuer, kind)) = snapshot.wildcard_owner(&slot.key) {
                     snapshot.dynamic.insert_slot(&snapshot, issuer, kind, slot);
                 }
@@ -331,7 +336,10 @@ fn namespace_label(path: &str) -> String {
     let Some(rest) = path.strip_prefix("/v1/") else {
         return path.to_string();
     };
-    let Some(at) = rest.find("identity/oidc") else {
+    // The last occurrence: a `*` namespace comes from the request, and a
+    // segment such as `team-aidentity/oidc` must not move the split (what
+    // follows it, a provider name included, holds no `/`).
+    let Some(at) = rest.rfind("identity/oidc") else {
         return path.to_string();
     };
     let ns = rest[..at].trim_end_matches('/');
@@ -529,4 +537,23 @@ async fn load_ranges(
     Ranges::load(&config.ip_allow, previous.map(|p| p.as_ref()), metrics.ip_allow_would_deny.clone())
         .await
         .map_err(|e| LoadError::build(config, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_label;
+
+    #[test]
+    fn namespace_labels_split_at_the_fixed_tail() {
+        for (path, want) in [
+            ("/v1/identity/oidc/plugins/.well-known/keys", "root"),
+            ("/v1/team-a/identity/oidc/.well-known/openid-configuration", "team-a"),
+            ("/v1/a/b/identity/oidc/provider/web/.well-known/keys", "a/b/provider/web"),
+            // A request-chosen `*` namespace ending in the marker's text.
+            ("/v1/team-aidentity/oidc/identity/oidc/plugins/.well-known/keys", "team-aidentity/oidc"),
+            ("/keys", "/keys"),
+        ] {
+            assert_eq!(namespace_label(path), want, "{path}");
+        }
+    }
 }

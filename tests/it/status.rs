@@ -221,7 +221,16 @@ async fn wildcard_namespace_documents_are_shown_once_fetched() {
     let aws = doc["sources"].as_array().unwrap().iter().find(|r| r["source"] == "aws").expect("aws row").clone();
     assert_eq!((&aws["state"], aws["requests"].as_u64()), (&"current".into(), Some(1)), "{aws:#}");
     let page = get(proxy.admin, "/").await.text();
-    assert!(page.contains(&path) && page.contains("team-a"), "{page}");
+    assert!(page.contains(&path), "{page}");
+
+    // The namespace becomes listed: its document is shown once, not also
+    // as a `*` one (the listed document took the slot over).
+    std::fs::write(proxy.config_path(), text.replace("namespaces = [\"*\"]", "namespaces = [\"team-a\", \"*\"]"))
+        .unwrap();
+    proxy.shared.reload().await.expect("reload");
+    let status = status_json(proxy.admin).await;
+    let rows = docs(&status).iter().filter(|d| d["path"] == path.as_str()).count();
+    assert_eq!(rows, 1, "{status:#}");
 }
 
 /// Where the screenshot is kept: beside the build, under `test-artifacts/`.

@@ -215,6 +215,7 @@ fn resets_of_answered_streams_are_not_rapid_reset() {
         i.inbound(&frame(RST_STREAM, 0, 2 * s + 1, 4), 0).expect("a reset after our headers");
     }
     assert!(i.streams.is_empty(), "each reset finished its stream");
+    assert_eq!(i.inbound(&frame(RST_STREAM, 0, 1, 4), 0).map_err(|(_, r)| r), Err(H2Refusal::ResetFlood), "once each");
     // A reset of a stream still being answered is rapid reset.
     let mut i = started(&l);
     let pairs: Vec<u8> = (0..=l.rst_stream.burst)
