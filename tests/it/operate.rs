@@ -154,12 +154,7 @@ async fn a_refresh_whose_caller_hangs_up_still_finishes_its_round() {
     let mut gone = tokio::net::TcpStream::connect(p.admin).await.unwrap();
     gone.write_all(b"POST /refresh HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").await.unwrap();
     // Hang up once the round has reached the issuer.
-    for _ in 0..100 {
-        if si.count(root_keys()) > asked {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(2), || async { si.count(root_keys()) > asked }).await;
     assert_eq!(si.count(root_keys()), asked + 1, "the round began");
     drop(gone);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -167,12 +162,7 @@ async fn a_refresh_whose_caller_hangs_up_still_finishes_its_round() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(outcome(&r.json(), root_keys())["result"], "unchanged", "the abandoned round brought k2 in first");
     let rounds = || p.log_text().matches("refresh: documents refetched").count();
-    for _ in 0..100 {
-        if rounds() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(2), || async { rounds() >= 2 }).await;
     assert_eq!(rounds(), 2, "both rounds ran to the end:\n{}", p.log_text());
     assert_eq!(kid_of(&get(p.public, root_keys()).await), "k2");
 }

@@ -252,6 +252,25 @@ pub async fn read_until_quiet(s: &mut TcpStream, quiet: Duration, max: Duration)
     }
 }
 
+/// Polls `check` every 20 ms until it holds or `within` passes; whether it
+/// held. For what the server does a moment after the client sees it.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Reads until one whole HTTP/1 response (body by Content-Length) has
 /// arrived, the connection ends, or `max` passes: no quiet period to wait
 /// out, for tests where what happens right after the answer matters.
