@@ -24,15 +24,15 @@ use crate::telemetry::accesslog;
 use crate::telemetry::metrics::Metrics;
 
 /// How a request was handled, for the access log.
-pub(crate) enum Outcome<'a> {
+pub(crate) enum Outcome {
     Denied(Deny),
     Served {
-        issuer: &'a str,
+        names: accesslog::Names,
         kind: DocKind,
         cache: CacheStatus,
     },
     Failed {
-        issuer: &'a str,
+        names: accesslog::Names,
         kind: DocKind,
     },
     /// Plain-HTTP listener: redirected to https.
@@ -62,20 +62,20 @@ pub async fn serve(shared: &Shared, conn: &ConnInfo, mut req: Request<Incoming>)
     let took = started.elapsed();
     record(&snap.metrics, &outcome, took);
     if snap.config.log.access {
-        access_log(&snap, client, &req, &resp, &outcome, took);
+        access_log(&snap, client, &req, &resp, &outcome, started, took);
     }
     resp
 }
 
 /// A request that sent a body is refused and its connection closed, as
 /// HTTP/1.1 closes it: what follows the body cannot be trusted to frame.
-pub(crate) fn close_after_body(resp: &mut Response<Body>, outcome: &Outcome<'_>) {
+pub(crate) fn close_after_body(resp: &mut Response<Body>, outcome: &Outcome) {
     if let Outcome::Denied(Deny::Body) = outcome {
         resp.extensions_mut().insert(CloseConnection);
     }
 }
 
-pub(crate) fn record(metrics: &Metrics, outcome: &Outcome<'_>, took: Duration) {
+pub(crate) fn record(metrics: &Metrics, outcome: &Outcome, took: Duration) {
     metrics.request_duration.observe(took);
     match outcome {
         Outcome::Denied(d) => metrics.deny(*d),
@@ -84,13 +84,13 @@ pub(crate) fn record(metrics: &Metrics, outcome: &Outcome<'_>, took: Duration) {
     }
 }
 
-async fn answer<'s>(
-    snap: &'s Snapshot,
+async fn answer(
+    snap: &Snapshot,
     conn: &ConnInfo,
     client: IpAddr,
     req: &Request<Incoming>,
     started: Instant,
-) -> (Response<Body>, Outcome<'s>) {
+) -> (Response<Body>, Outcome) {
     let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
 
     // 0-3. Who may ask, how often, and only a bodiless GET/HEAD of an origin-form target.
@@ -109,7 +109,6 @@ async fn answer<'s>(
     let Some(doc) = snap.doc(lookup) else {
         return deny(Deny::Capacity);
     };
-    let issuer = snap.issuers[doc.issuer].config.name.as_str();
     // 6. The document, from the cache or one coalesced upstream fetch.
     let (resp, outcome) = match doc.slot.get(&doc.source).await {
         Ok((entry, cache)) => {
@@ -122,10 +121,10 @@ async fn answer<'s>(
             (
                 // Ages are whole seconds: the request's start will do.
                 response::document(&entry, started, not_modified),
-                Outcome::Served { issuer, kind: doc.kind, cache },
+                Outcome::Served { names: doc.log, kind: doc.kind, cache },
             )
         }
-        Err(status) => (response::error(status), Outcome::Failed { issuer, kind: doc.kind }),
+        Err(status) => (response::error(status), Outcome::Failed { names: doc.log, kind: doc.kind }),
     };
     let class = match resp.status().as_u16() {
         200..=299 => 0,
@@ -185,7 +184,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn answer<'s>(self) -> (Response<Body>, Outcome<'s>) {
+    pub(crate) fn answer(self) -> (Response<Body>, Outcome) {
         match self {
             Refusal::Deny(d) => (response::error(d.status()), Outcome::Denied(d)),
             Refusal::RateLimited(wait) => (response::too_many_requests(wait), Outcome::Denied(Deny::RateLimit)),
@@ -250,41 +249,48 @@ pub(crate) fn request_host(req: &Request<Incoming>, read: bool) -> Result<Option
     }
 }
 
-/// Hands the access log a fixed-size copy of what happened; it is
-/// formatted and written on the log thread (`accesslog`).
+/// Hands the access log a record of what happened; it is formatted and
+/// written on the log thread (`accesslog`).
 pub(crate) fn access_log(
     snap: &Snapshot,
     client: IpAddr,
     req: &Request<Incoming>,
     resp: &Response<Body>,
-    outcome: &Outcome<'_>,
+    outcome: &Outcome,
+    started: Instant,
     took: Duration,
 ) {
     if !accesslog::enabled() {
         return;
     }
-    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
-    let bytes = if req.method() == Method::HEAD { 0 } else { resp.body().size_hint().exact().unwrap_or(0) };
-    let (issuer, doc, cache, deny) = match outcome {
-        Outcome::Denied(d) => ("", "", "", d.as_str()),
-        Outcome::Served { issuer, kind, cache } => (*issuer, kind.as_str(), cache.as_str(), ""),
-        Outcome::Failed { issuer, kind } => (*issuer, kind.as_str(), "error", ""),
-        Outcome::Redirect => ("", "", "redirect", ""),
-        Outcome::Challenge => ("", "", "acme-challenge", ""),
+    let deny = match outcome {
+        Outcome::Denied(d) => d.as_str(),
+        _ => "",
     };
-    let record = accesslog::Record {
-        time: std::time::SystemTime::now(),
-        client,
-        method: accesslog::Record::method(req.method()),
-        target: accesslog::Inline::new(target.as_bytes()),
-        version: req.version(),
-        status: resp.status().as_u16(),
-        bytes,
-        duration_us: took.as_micros() as u64,
-        issuer: accesslog::Inline::new(issuer.as_bytes()),
-        doc,
-        cache,
-        deny,
-    };
-    accesslog::submit(record, snap.config.log.denied_lines_per_second);
+    accesslog::submit(!deny.is_empty(), snap.config.log.denied_lines_per_second, || {
+        let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+        let (issuer, doc, cache, target) = match outcome {
+            Outcome::Served { names, kind, cache } => {
+                (names.issuer, kind.as_str(), cache.as_str(), names.target(target))
+            }
+            Outcome::Failed { names, kind } => (names.issuer, kind.as_str(), "error", names.target(target)),
+            Outcome::Denied(_) => ("", "", "", accesslog::Target::raw(target.as_bytes())),
+            Outcome::Redirect => ("", "", "redirect", accesslog::Target::raw(target.as_bytes())),
+            Outcome::Challenge => ("", "", "acme-challenge", accesslog::Target::raw(target.as_bytes())),
+        };
+        accesslog::Record {
+            at: started.checked_add(took).unwrap_or(started),
+            client,
+            method: req.method().clone(),
+            target,
+            version: req.version(),
+            status: resp.status().as_u16(),
+            bytes: if req.method() == Method::HEAD { 0 } else { resp.body().size_hint().exact().unwrap_or(0) },
+            duration_us: took.as_micros() as u64,
+            issuer,
+            doc,
+            cache,
+            deny,
+        }
+    });
 }

@@ -26,17 +26,17 @@ pub async fn serve_redirect(shared: &Shared, conn: &ConnInfo, mut req: Request<I
     let took = started.elapsed();
     record(&snap.metrics, &outcome, took);
     if snap.config.log.access {
-        access_log(&snap, conn.client_ip, &req, &resp, &outcome, took);
+        access_log(&snap, conn.client_ip, &req, &resp, &outcome, started, took);
     }
     resp
 }
 
-fn redirect_answer<'s>(
+fn redirect_answer(
     shared: &Shared,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     client: IpAddr,
     req: &Request<Incoming>,
-) -> (Response<Body>, Outcome<'s>) {
+) -> (Response<Body>, Outcome) {
     let deny = |d: Deny| (response::error(d.status()), Outcome::Denied(d));
     // This listener serves no documents, so the source-address allowlist
     // does not apply (ACME HTTP-01 validations must pass).

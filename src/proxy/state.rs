@@ -25,6 +25,7 @@ use crate::documents::upstream::{Upstream, UpstreamError};
 use crate::documents::validate::Remedy;
 use crate::edge::tls::{Tls, TlsError};
 use crate::proxy::allowlist::{indexed_by, Conflict, IssuerId, Lookup, RouteId, Routes};
+use crate::telemetry::accesslog;
 use crate::telemetry::metrics::{FetchLabels, Metrics, NamespaceLabels};
 
 /// A served document: its cache slot and where it comes from.
@@ -37,6 +38,8 @@ pub struct Doc {
     /// The `namespace` metric label: the Vault namespace (`root` for the
     /// root), with `/provider/<name>` for OIDC providers; the path otherwise.
     pub namespace: String,
+    /// What its access-log lines name it by.
+    pub log: accesslog::Names,
     /// `wif_proxy_requests_total` for this document, per status class.
     pub requests: [prometheus_client::metrics::counter::Counter; 4],
     /// Fetch accounting, indexed by [`Ranges::source_of`]: one tally per
@@ -161,6 +164,7 @@ impl Snapshot {
                     issuer: r.issuer,
                     kind: r.kind,
                     namespace,
+                    log: accesslog::Names::listed(&issuer.config.name, &r.path),
                     requests: metrics.request_counters(&issuer.config.name, r.kind.as_str()),
                 }
             })
@@ -436,6 +440,7 @@ impl DynamicDocs {
                 &snap.metrics,
             )),
             namespace: "*".to_string(),
+            log: accesslog::Names::dynamic(issuer_name),
             requests: snap.metrics.request_counters(issuer_name, kind.as_str()),
             slot,
             issuer,

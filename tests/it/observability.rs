@@ -330,3 +330,121 @@ async fn access_log_lines_and_the_denied_line_budget() {
     let flood = lines.iter().find(|v| v["client"] == "127.0.0.4").expect("flood line");
     assert_eq!((flood["uri"].as_str(), flood["deny"].as_str()), (Some("/v1/sys/health"), Some("path")));
 }
+
+/// Sends `n` pipelined GETs of `path` from `source` on one connection and
+/// reads until all are answered; their statuses.
+async fn pipelined(source: &str, addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut s = connect_from(Some(source), addr).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (mut rx, mut tx) = s.split();
+    let send = async {
+        tx.write_all(request.repeat(n).as_bytes()).await.expect("send");
+    };
+    let receive = async {
+        let (mut got, mut buf, mut answers, mut scanned) = (Vec::new(), vec![0u8; 65536], 0, 0usize);
+        while answers < n {
+            match tokio::time::timeout(Duration::from_secs(30), rx.read(&mut buf)).await {
+                Ok(Ok(read)) if read > 0 => got.extend_from_slice(&buf[..read]),
+                other => panic!("{source}: connection ended or stalled: {other:?}"),
+            }
+            // Status lines, counted once each as they arrive.
+            let from = scanned.saturating_sub(8);
+            answers += got[from..].windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+            scanned = got.len();
+        }
+        got
+    };
+    let ((), got) = tokio::join!(send, receive);
+    parse_responses(&got, false).iter().map(|r| r.status).collect()
+}
+
+/// Under load every request is one access line, in order and stamped with
+/// the wall-clock time it was answered; when the log's reader stalls the
+/// proxy goes on answering, and every line it could not keep is counted —
+/// lines plus the count add up to the requests sent. (Two threads: the
+/// proxy's log is read beside the clients, as a log collector would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_logged_or_counted_when_the_reader_stalls() {
+    let si = standin::StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let rest =
+        format!("[log]\naccess = true\n[rate_limit]\nenabled = false\n{}", vault_issuer("vault", &si.origin(), &[""]));
+    std::fs::write(&path, config("", &rest)).unwrap();
+    let p = Process::start(&path).await;
+    assert_eq!(get(p.public, root_keys()).await.status, 200);
+
+    const CLIENTS: [&str; 4] = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
+    const EACH: usize = 1_500;
+    let lines_from = |log: &str, clients: &[&str]| -> (Vec<serde_json::Value>, u64) {
+        let values: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let dropped = values.iter().filter_map(|v| v["queue_full"].as_u64()).sum();
+        let access = values
+            .into_iter()
+            .filter(|v| v["target"] == "access" && clients.iter().any(|c| v["client"] == *c))
+            .collect();
+        (access, dropped)
+    };
+
+    // Normal load: four clients at once, as fast as they are answered.
+    let before = std::time::SystemTime::now();
+    let answered = futures_util::future::join_all(CLIENTS.map(|c| pipelined(c, p.public, root_keys(), EACH))).await;
+    let after = std::time::SystemTime::now();
+    assert!(answered.iter().flatten().all(|&s| s == 200));
+    let total = CLIENTS.len() * EACH;
+    // (Counted without parsing: parsing the whole log each poll would slow its reader.)
+    let access_lines = || p.log.lock().unwrap().iter().filter(|l| l.contains(r#""target":"access""#)).count();
+    let settled = eventually(Duration::from_secs(10), || async { access_lines() > total }).await;
+    let (lines, dropped) = lines_from(&p.log_text(), &CLIENTS);
+    assert!(
+        settled && lines.len() == total,
+        "{} lines for {total} requests; last: {:?}",
+        lines.len(),
+        p.log.lock().unwrap().iter().filter(|l| !l.contains("\"target\":\"access\"")).collect::<Vec<_>>()
+    );
+    assert_eq!(dropped, 0, "nothing dropped under normal load");
+    for client in CLIENTS {
+        let stamps: Vec<&str> =
+            lines.iter().filter(|v| v["client"] == client).filter_map(|v| v["timestamp"].as_str()).collect();
+        assert_eq!(stamps.len(), EACH, "{client}");
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{client}: lines in the order answered");
+        for stamp in [stamps[0], stamps[EACH - 1]] {
+            let t = humantime::parse_rfc3339(stamp).expect("rfc 3339");
+            let slack = Duration::from_millis(100);
+            assert!(t + slack >= before && t <= after + slack, "{stamp} outside the run");
+        }
+    }
+    assert!(lines.iter().all(|v| v["uri"] == root_keys() && v["status"] == 200 && v["issuer"] == "vault"));
+
+    // The reader stalls: the pipe fills, the log thread blocks writing,
+    // its queue fills. Requests are still answered at once.
+    const STALLED: [&str; 4] = ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"];
+    const MORE: usize = 2_000;
+    p.log_paused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(STALLED.map(|c| pipelined(c, p.public, root_keys(), MORE))),
+    )
+    .await
+    .expect("answered while the log's reader stalls");
+    assert!(answered.iter().flatten().all(|&s| s == 200));
+    p.log_paused.store(false, std::sync::atomic::Ordering::Relaxed);
+    let total = (STALLED.len() * MORE) as u64;
+    let stalled_count = || {
+        let log = p.log.lock().unwrap();
+        let lines = log.iter().filter(|l| l.contains(r#""client":"127.0.0.2"#)).count() as u64;
+        let dropped: u64 = log
+            .iter()
+            .filter(|l| l.contains("queue_full"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["queue_full"].as_u64())
+            .sum();
+        lines + dropped
+    };
+    let adds_up = eventually(Duration::from_secs(20), || async { stalled_count() >= total }).await;
+    let (lines, dropped) = lines_from(&p.log_text(), &STALLED);
+    assert!(adds_up, "{} lines + {dropped} counted as dropped != {total}", lines.len());
+    // The queue holds 4,096 records: most of 8,000 sent into a stalled log
+    // cannot all be kept.
+    assert!(dropped > 0 && lines.len() >= 4_000, "{} lines, {dropped} dropped", lines.len());
+}

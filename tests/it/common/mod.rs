@@ -375,6 +375,9 @@ pub struct Process {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// While set, the proxy's stderr is not read: its pipe fills and the
+    /// log thread's writes block, as when a log collector stalls.
+    pub log_paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Process {
@@ -398,10 +401,16 @@ impl Process {
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sink = Arc::clone(&log);
+        let log_paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let paused = Arc::clone(&log_paused);
         tokio::spawn(async move {
             let mut tx = Some(tx);
             let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            loop {
+                while paused.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let Ok(Some(line)) = lines.next_line().await else { break };
                 if line.contains("wif-proxy started") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line.clone());
@@ -417,7 +426,7 @@ impl Process {
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let public = v["public"].as_str().expect("public").parse().expect("addr");
         let admin = v["admin"].as_str().expect("admin").parse().expect("addr");
-        Process { child, public, admin, log }
+        Process { child, public, admin, log, log_paused }
     }
 
     pub fn signal(&self, sig: &str) {
