@@ -71,12 +71,28 @@ fn with_room(body: Bytes) -> Response<Body> {
     resp
 }
 
-/// One of our fixed error responses.
+/// One of our fixed error responses: its header block is built once per
+/// status and cloned (two small copies, no hashing).
 pub fn error(status: StatusCode) -> Response<Body> {
-    let body = error_body(status);
-    let mut resp = with_room(Bytes::from_static(body.as_bytes()));
+    static BLOCKS: std::sync::LazyLock<Vec<(StatusCode, http::HeaderMap)>> = std::sync::LazyLock::new(|| {
+        [400, 403, 404, 405, 429, 431, 500, 502, 503, 504, 308]
+            .into_iter()
+            .filter_map(|s| StatusCode::from_u16(s).ok())
+            .map(|s| (s, error_headers(s)))
+            .collect()
+    });
+    let mut resp = Response::new(Full::new(Bytes::from_static(error_body(status).as_bytes())));
     *resp.status_mut() = status;
-    let h = resp.headers_mut();
+    *resp.headers_mut() = match BLOCKS.iter().find(|(s, _)| *s == status) {
+        Some((_, block)) => block.clone(),
+        None => error_headers(status),
+    };
+    resp
+}
+
+fn error_headers(status: StatusCode) -> http::HeaderMap {
+    let body = error_body(status);
+    let mut h = http::HeaderMap::with_capacity(HEADER_ROOM);
     h.insert(CONTENT_TYPE, JSON);
     h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     h.insert(CACHE_CONTROL, NO_STORE);
@@ -95,7 +111,7 @@ pub fn error(status: StatusCode) -> Response<Body> {
         }
         _ => {}
     }
-    resp
+    h
 }
 
 /// A plain-text 200 (ACME HTTP-01 key authorizations).
@@ -120,27 +136,27 @@ pub fn too_many_requests(wait: std::time::Duration) -> Response<Body> {
 pub fn document(entry: &Entry, now: Instant, not_modified: bool) -> Response<Body> {
     let left = entry.fresh_until().saturating_duration_since(now).as_secs();
     let age = now.saturating_duration_since(entry.fetched).as_secs();
-    let (cc, age) = RECENT.with(|r| {
-        let mut r = r.borrow_mut();
-        (r.max_age.get(left, format_cache_control), r.age.get(age, HeaderValue::from))
-    });
-    let mut resp = if not_modified {
-        let mut r = with_room(Bytes::new());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        let mut r = with_room(entry.body.clone());
-        let h = r.headers_mut();
+    let headers = RECENT.with(|r| r.borrow_mut().block(entry, left, age, not_modified));
+    let mut resp = Response::new(Full::new(if not_modified { Bytes::new() } else { entry.body.clone() }));
+    if not_modified {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The header block of an answer from `entry`, built (the values from `recent`).
+fn document_headers(entry: &Entry, cc: HeaderValue, age: HeaderValue, not_modified: bool) -> http::HeaderMap {
+    let mut h = http::HeaderMap::with_capacity(HEADER_ROOM);
+    if !not_modified {
         h.insert(CONTENT_TYPE, JSON);
         h.insert(CONTENT_LENGTH, entry.content_length.clone());
-        r
-    };
-    let h = resp.headers_mut();
+    }
     h.insert(CACHE_CONTROL, cc);
     h.insert(AGE, age);
     h.insert(ETAG, entry.etag.clone());
     h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    resp
+    h
 }
 
 fn format_cache_control(secs: u64) -> HeaderValue {
@@ -151,12 +167,55 @@ fn format_cache_control(secs: u64) -> HeaderValue {
 }
 
 /// `Cache-Control` and `Age` change once a second, and every answer from
-/// one entry in that second carries the same two values: each worker thread
-/// keeps the values it built last, so a hit clones two shared values
-/// instead of formatting and allocating them.
+/// one entry in that second carries the same header block: each worker
+/// thread keeps the blocks it built last and clones one whose every value
+/// matches (two small copies, no hashing), and the values themselves, so a
+/// block for a new second clones shared values instead of formatting them.
 struct Recent {
     max_age: Values,
     age: Values,
+    blocks: [Option<Block>; 4],
+    /// The slot the next new block takes.
+    next: usize,
+}
+
+/// A header block and everything it was built from: equal inputs, equal
+/// block, whichever entry they come from.
+struct Block {
+    left: u64,
+    age: u64,
+    not_modified: bool,
+    etag: HeaderValue,
+    length: HeaderValue,
+    headers: http::HeaderMap,
+}
+
+impl Recent {
+    fn block(&mut self, entry: &Entry, left: u64, age: u64, not_modified: bool) -> http::HeaderMap {
+        let same = |b: &&Block| {
+            b.left == left
+                && b.age == age
+                && b.not_modified == not_modified
+                && b.etag == entry.etag
+                && b.length == entry.content_length
+        };
+        if let Some(b) = self.blocks.iter().flatten().find(same) {
+            return b.headers.clone();
+        }
+        let cc = self.max_age.get(left, format_cache_control);
+        let age_value = self.age.get(age, HeaderValue::from);
+        let headers = document_headers(entry, cc, age_value, not_modified);
+        self.blocks[self.next] = Some(Block {
+            left,
+            age,
+            not_modified,
+            etag: entry.etag.clone(),
+            length: entry.content_length.clone(),
+            headers: headers.clone(),
+        });
+        self.next = (self.next + 1) % self.blocks.len();
+        headers
+    }
 }
 
 /// Values by the number in them, a few at a time (several documents, or
@@ -182,6 +241,8 @@ thread_local! {
         std::cell::RefCell::new(Recent {
             max_age: Values([const { (0, None) }; 4]),
             age: Values([const { (0, None) }; 4]),
+            blocks: [const { None }; 4],
+            next: 0,
         })
     };
 }
@@ -222,6 +283,34 @@ mod tests {
         assert_eq!(v.get(304, &mut make), "public, max-age=304", "same slot as 300");
         assert_eq!(v.get(0, &mut make), "public, max-age=0", "an empty slot is never taken for 0");
         assert_eq!(built, 4);
+    }
+
+    /// Answers from six documents, in turns over more documents than a
+    /// thread keeps blocks for, and as 304s, carry each its own headers:
+    /// exactly what building the block afresh gives.
+    #[test]
+    fn header_blocks_are_reused_only_for_equal_inputs() {
+        use crate::documents::validate::Facts;
+        let now = Instant::now();
+        let entries: Vec<Entry> = (0..6)
+            .map(|i| {
+                let body = Bytes::from(format!("{{\"keys\":[{}]}}", "1,".repeat(i) + "1"));
+                let facts = Facts::Keys { count: 0, kids: Vec::new() };
+                Entry::new(body, std::time::Duration::from_secs(300), facts, now, std::time::SystemTime::now())
+            })
+            .collect();
+        for round in 0..3 {
+            for e in &entries {
+                for not_modified in [false, true] {
+                    let resp = document(e, now, not_modified);
+                    let left = e.fresh_until().saturating_duration_since(now).as_secs();
+                    let fresh = document_headers(e, format_cache_control(left), HeaderValue::from(0u64), not_modified);
+                    assert_eq!(resp.headers(), &fresh, "round {round}");
+                    assert_eq!(resp.headers()[ETAG], e.etag);
+                    assert_eq!(resp.status() == StatusCode::NOT_MODIFIED, not_modified);
+                }
+            }
+        }
     }
 
     #[test]
