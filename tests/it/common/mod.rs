@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wif_proxy::Server;
 use wif_proxy::Shared;
@@ -397,20 +397,23 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn wif-proxy");
-        let stderr = child.stderr.take().expect("stderr");
+        // Read on a thread of its own, as a log collector would: a test's
+        // runtime busy with clients does not slow the proxy's log down.
+        let stderr = child.stderr.take().expect("stderr").into_owned_fd().expect("stderr fd");
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sink = Arc::clone(&log);
         let log_paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let paused = Arc::clone(&log_paused);
-        tokio::spawn(async move {
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
             let mut tx = Some(tx);
-            let mut lines = BufReader::new(stderr).lines();
+            let mut lines = std::io::BufReader::new(std::fs::File::from(stderr)).lines();
             loop {
                 while paused.load(std::sync::atomic::Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                let Ok(Some(line)) = lines.next_line().await else { break };
+                let Some(Ok(line)) = lines.next() else { break };
                 if line.contains("wif-proxy started") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line.clone());
