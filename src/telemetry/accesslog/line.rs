@@ -80,6 +80,9 @@ fn micros(d: Duration) -> u64 {
     d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()))
 }
 
+/// Bytes of a method kept for its line.
+const METHOD_MAX: usize = 16;
+
 /// Appends the line for `r`.
 pub(super) fn write(out: &mut Vec<u8>, r: &Record, clock: &mut Clock, format: Format) {
     match format {
@@ -104,7 +107,15 @@ fn line<const JSON: bool>(out: &mut Vec<u8>, r: &Record, clock: &mut Clock) {
     match r.method {
         Method::GET => out.extend_from_slice(b"GET"),
         Method::HEAD => out.extend_from_slice(b"HEAD"),
-        ref other => escape::<JSON>(out, other.as_str().as_bytes()),
+        // Any other method is a client's token, as long as its head allows:
+        // kept to METHOD_MAX bytes, as a target is to TARGET_MAX.
+        ref other => {
+            let m = other.as_str().as_bytes();
+            escape::<JSON>(out, &m[..m.len().min(METHOD_MAX)]);
+            if m.len() > METHOD_MAX {
+                out.extend_from_slice(b"...");
+            }
+        }
     }
     put(out, b" uri=", b"\",\"uri\":\"");
     match &r.target {
@@ -347,9 +358,14 @@ mod tests {
     }
 
     #[test]
-    fn long_targets_are_cut_and_marked() {
-        let line = text(&record(Instant::now(), &[b'a'; 300], ""), Format::Text);
+    fn long_targets_and_methods_are_cut_and_marked() {
+        let mut r = record(Instant::now(), &[b'a'; 300], "method");
+        r.method = Method::from_bytes(&[b'M'; 40]).expect("token");
+        let line = text(&r, Format::Text);
         assert!(line.contains(&format!("uri={}... ", "a".repeat(TARGET_MAX))), "{line}");
+        assert!(line.contains(&format!(" method={}... ", "M".repeat(METHOD_MAX))), "{line}");
+        r.method = Method::from_bytes(b"BREW").expect("token");
+        assert!(text(&r, Format::Text).contains(" method=BREW uri="));
     }
 
     /// The eight-at-a-time scan agrees with the byte rule for every byte
