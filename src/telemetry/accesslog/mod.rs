@@ -236,7 +236,9 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let Some(l) = LOGGER.get() else { return };
         let (ack, done) = mpsc::sync_channel(1);
-        if l.queue.push(&l.thread, Msg::Flush(ack), true).is_ok() {
+        // Not waited in: a queue still full at exit is one the log thread
+        // cannot drain (stderr stalled), and exit must not hang on it.
+        if l.queue.push(&l.thread, Msg::Flush(ack), false).is_ok() {
             l.thread.unpark();
             let _ = done.recv_timeout(Duration::from_secs(5));
         }
@@ -403,4 +405,33 @@ static LIBRARY: Budget = Budget::new();
 pub fn within_budget(meta: &tracing::Metadata<'_>) -> bool {
     // Callsites (spans) are asked too: only events are lines.
     !meta.is_event() || meta.target().starts_with("wif_proxy") || LIBRARY.take(LIBRARY_LINES_PER_SECOND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(t: &Target) -> (&str, &[u8]) {
+        match t {
+            Target::Listed(p) => ("listed", p.as_bytes()),
+            Target::Raw { bytes, .. } => ("raw", bytes),
+        }
+    }
+
+    /// A listed path is pointed at only for a target equal to it byte for
+    /// byte, and only when it needs no escaping; names are interned once.
+    #[test]
+    fn names_point_at_the_listed_path_only_for_that_exact_target() {
+        let n = Names::listed("vault", "/v1/identity/oidc/plugins/.well-known/keys");
+        assert_eq!(shown(&n.target("/v1/identity/oidc/plugins/.well-known/keys")).0, "listed");
+        for other in ["/v1/identity/oidc/plugins/.well-known/keys?x", "/v1/identity/oidc/plugins/.well-known/KEYS", ""]
+        {
+            assert_eq!(shown(&n.target(other)), ("raw", other.as_bytes()), "{other:?}");
+        }
+        let odd = Names::listed("vault", "/v1/a\\b");
+        assert_eq!(shown(&odd.target("/v1/a\\b")).0, "raw", "a path that needs escaping is escaped");
+        let dynamic = Names::dynamic("vault");
+        assert_eq!(shown(&dynamic.target("/v1/team/identity/oidc/plugins/.well-known/keys")).0, "raw");
+        assert!(std::ptr::eq(n.issuer, dynamic.issuer), "one interned copy of a name");
+    }
 }
